@@ -1,0 +1,443 @@
+"""The command line shared by pytorch_mnist.py and pytorch_mnist_convnet.py.
+
+Each script describes itself with a ScriptSpec (defaults, how to build its model, loss and
+optimizer) and calls main(). Invalid values get argparse's usage error (exit status 2); a
+missing or damaged file, an unusable device or a diverging run gets a one-paragraph message
+on stderr (exit status 1). Ctrl-C stops with a one-line message (exit status 130).
+"""
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import common as c
+from checkpoints import load_checkpoint, restore_rng_state, save_checkpoint
+from errors import UsageError
+
+DEFAULT_SEED = 1
+
+
+@dataclass
+class ScriptSpec:
+    """What a training script tells the shared command line about itself.
+
+    build_model(config), build_loss_function(config) and build_optimizer(model, config) get
+    the run's configuration: a dict with script, lr, batch_size, epochs, seed and the script's
+    own options (extra_defaults gives their defaults).
+    """
+
+    name: str
+    description: str
+    default_epochs: int
+    default_learning_rate: float
+    build_model: Callable
+    build_loss_function: Callable
+    build_optimizer: Callable
+    add_arguments: Callable | None = None
+    extra_defaults: dict = field(default_factory=dict)
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1."""
+    value = parse_number(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be at least 1")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an integer of at least 0."""
+    value = parse_number(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be 0 or more")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number greater than 0."""
+    value = parse_number(text, float, "a number")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number greater than 0")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a finite number of at least 0."""
+    value = parse_number(text, float, "a number")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number of 0 or more")
+    return value
+
+
+def parse_number(text, number_type, description):
+    try:
+        return number_type(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {description}") from None
+
+
+def make_parser(script):
+    """Return the argument parser: the shared options plus the script's own."""
+    parser = argparse.ArgumentParser(
+        prog=f"{script.name}.py",
+        description=script.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    training = parser.add_argument_group("training")
+    training.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"number of passes over the training set (default: {script.default_epochs}); "
+        f"with --resume, the epoch to train up to",
+    )
+    training.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        metavar="ETA",
+        help=f"learning rate eta of stochastic gradient descent (default: {script.default_learning_rate})",
+    )
+    training.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"training images per mini-batch (default: {c.BATCH_SIZE})",
+    )
+    training.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help=f"seed of the random initial weights, shuffling and dropout; the same seed prints "
+        f"the same accuracies on the CPU (default: {DEFAULT_SEED})",
+    )
+    if script.add_arguments is not None:
+        script.add_arguments(training)
+
+    running = parser.add_argument_group("running")
+    running.add_argument(
+        "--device",
+        default="auto",
+        help="where to train: cpu, cuda, cuda:1, mps, ... or auto, which takes the accelerator "
+        "when one is available (default: auto)",
+    )
+    running.add_argument(
+        "--data-dir",
+        type=Path,
+        default=c.DEFAULT_DATA_DIR,
+        metavar="PATH",
+        help="folder that contains MNIST/raw (default: the data/ folder beside the scripts)",
+    )
+    running.add_argument(
+        "--log-interval",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="print the training loss every N mini-batches; 0 turns it off (default: 0)",
+    )
+    running.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the final summary, not a line per epoch",
+    )
+    running.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile before training; the first epoch is slower "
+        "while it compiles (default: off)",
+    )
+
+    files = parser.add_argument_group("checkpoints and results")
+    files.add_argument(
+        "--save-model",
+        type=Path,
+        metavar="PATH",
+        help="save a checkpoint (model, optimizer, configuration, accuracies, RNG states) after every epoch",
+    )
+    files.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue training from a checkpoint saved with --save-model",
+    )
+    files.add_argument(
+        "--eval",
+        type=Path,
+        metavar="PATH",
+        help="report the test accuracy of a saved checkpoint without training",
+    )
+    files.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="PATH",
+        help="write accuracy, mean training loss and seconds per epoch as CSV",
+    )
+    files.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="draw the learning curve (test accuracy and mean training loss per epoch) as PNG",
+    )
+    files.add_argument(
+        "--show-errors",
+        type=Path,
+        metavar="PATH",
+        help="draw the misclassified test digits with predicted and true labels as a PNG grid",
+    )
+    files.add_argument(
+        "--predict",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="with --eval: classify your own PNG or JPEG images of single digits",
+    )
+    files.add_argument(
+        "--save-inputs",
+        type=Path,
+        metavar="FOLDER",
+        help="with --predict: save the 28x28 image the network saw for each input",
+    )
+    return parser
+
+
+def main(script, argv=None):
+    """Parse the command line, then train or evaluate; exit non-zero on any failure."""
+    parser = make_parser(script)
+    args = parser.parse_args(argv)
+    check_option_combinations(parser, args)
+
+    progress = {"saved_epoch": None}
+    try:
+        if args.eval is not None:
+            evaluate_checkpoint(script, args)
+        else:
+            train(script, args, progress)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(interrupt_message(args, progress), file=sys.stderr)
+        sys.exit(130)
+
+
+def check_option_combinations(parser, args):
+    """Reject combinations of options that cannot work together, with argparse's usage error."""
+    if args.eval is not None and args.resume is not None:
+        parser.error("--eval and --resume cannot be combined: --eval does not train")
+    if args.eval is not None and args.save_model is not None:
+        parser.error("--eval and --save-model cannot be combined: --eval does not train")
+    if args.predict is not None and args.eval is None:
+        parser.error("--predict needs --eval PATH: the checkpoint of the network that classifies the images")
+    if args.save_inputs is not None and args.predict is None:
+        parser.error("--save-inputs needs --predict IMAGE")
+
+
+def interrupt_message(args, progress):
+    """Return the one line printed when Ctrl-C stops a run."""
+    if progress["saved_epoch"] is not None:
+        return (
+            f"Interrupted. Epoch {progress['saved_epoch']} is saved in {args.save_model}; "
+            f"continue with --resume {args.save_model}."
+        )
+    return "Interrupted."
+
+
+def resolve_device(text):
+    """Turn the --device value into a torch.device that is available here."""
+    if text == "auto":
+        return c.default_device()
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r} is not a device name. Use cpu, cuda, cuda:0, mps or auto.") from None
+
+    if device.type == "cpu":
+        return device
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None or accelerator.type != device.type:
+        raise UsageError(f"--device {text}: no {device.type} device is available here. Use --device cpu or auto.")
+    if device.index is not None and device.index >= torch.accelerator.device_count():
+        raise UsageError(
+            f"--device {text}: there are only {torch.accelerator.device_count()} {device.type} devices."
+        )
+    return device
+
+
+def check_output_path(option, path):
+    """Fail before training, not after it, when a result file cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {path.parent} does not exist. Create it first.")
+
+
+def build_config(script, args, checkpoint=None):
+    """Return the run's configuration: defaults, then the checkpoint's, then the command line.
+
+    A resumed or evaluated run keeps the checkpoint's configuration. An option that contradicts
+    it is an error, except --epochs, which sets how far a resumed run trains.
+    """
+    config = {
+        "script": script.name,
+        "epochs": script.default_epochs,
+        "lr": script.default_learning_rate,
+        "batch_size": c.BATCH_SIZE,
+        "seed": DEFAULT_SEED,
+    }
+    config.update(script.extra_defaults)
+
+    if checkpoint is not None:
+        config.update(checkpoint["config"])
+
+    for key in config:
+        value = getattr(args, key, None)
+        if value is None or value == config[key]:
+            continue
+        if checkpoint is not None and key != "epochs":
+            option = "--" + key.replace("_", "-") if key == "batch_size" else "--" + key
+            raise UsageError(
+                f"{option} {value} contradicts the checkpoint, which was trained with {option} "
+                f"{config[key]}. Leave {option} out to use the checkpoint's value."
+            )
+        config[key] = value
+    return config
+
+
+def describe(config, device):
+    """Return the first line of a run: network, device and hyperparameters."""
+    network = f"--net {config['net']}" if "net" in config else "784-100-10"
+    line = (
+        f"{config['script']}.py: {network} on {device}, {config['epochs']} epochs, "
+        f"learning rate {config['lr']}, mini-batch {config['batch_size']}, seed {config['seed']}"
+    )
+    if config.get("wd"):
+        line += f", weight decay {config['wd']}"
+    if config.get("extend_data"):
+        line += ", extended data"
+    return line
+
+
+def train(script, args, progress):
+    """Train a network (from scratch or from --resume), save checkpoints, write the results."""
+    for option, path in (
+        ("--save-model", args.save_model),
+        ("--metrics", args.metrics),
+        ("--plot", args.plot),
+        ("--show-errors", args.show_errors),
+    ):
+        check_output_path(option, path)
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.resume, script.name) if args.resume is not None else None
+    config = build_config(script, args, checkpoint)
+
+    torch.manual_seed(config["seed"])
+    model = script.build_model(config).to(device)
+    optimizer = script.build_optimizer(model, config)
+    history = []
+    if checkpoint is not None:
+        load_states(args.resume, checkpoint, model, optimizer)
+        history = checkpoint["history"]
+        restore_rng_state(checkpoint, device)
+
+    if config.get("extend_data"):
+        train_loader = c.get_extended_train_loader(config["batch_size"], root=args.data_dir, device=device)
+    else:
+        train_loader = c.get_train_loader(config["batch_size"], root=args.data_dir, device=device)
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE, root=args.data_dir, device=device)
+
+    def save_after_epoch(history_so_far):
+        save_checkpoint(args.save_model, model, optimizer, config, history_so_far, device)
+        progress["saved_epoch"] = len(history_so_far)
+
+    if not args.quiet:
+        print(describe(config, device))
+        if checkpoint is not None:
+            print(f"Resuming from {args.resume} after epoch {len(history)}.")
+
+    training_model = torch.compile(model) if args.compile else model
+    history = c.train_network(
+        training_model,
+        train_loader,
+        config["epochs"],
+        script.build_loss_function(config),
+        optimizer,
+        test_loader=test_loader,
+        log_interval=args.log_interval,
+        history=history,
+        on_epoch_end=save_after_epoch if args.save_model is not None else None,
+        quiet=args.quiet,
+    )
+
+    if history:
+        print(c.summarize(history))
+    write_results(args, model, test_loader, history)
+
+
+def load_states(path, checkpoint, model, optimizer=None):
+    """Copy the checkpoint's weights (and optimizer state) into freshly built objects."""
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+        if optimizer is not None:
+            optimizer.load_state_dict(checkpoint["optimizer_state"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UsageError(
+            f"Checkpoint {path} does not fit the network {type(model).__name__}: {first_line}"
+        ) from None
+
+
+def evaluate_checkpoint(script, args):
+    """Report the test accuracy of a checkpoint, then write any requested results."""
+    for option, path in (("--metrics", args.metrics), ("--plot", args.plot), ("--show-errors", args.show_errors)):
+        check_output_path(option, path)
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.eval, script.name)
+    config = build_config(script, args, checkpoint)
+
+    model = script.build_model(config)
+    load_states(args.eval, checkpoint, model)
+    model = model.to(device)
+
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE, root=args.data_dir, device=device)
+    network = f"--net {config['net']}" if "net" in config else "784-100-10"
+    c.test_network(model, test_loader, epoch_info=f"{network} from {args.eval}, epoch {checkpoint['epoch']}")
+
+    write_results(args, model, test_loader, checkpoint["history"])
+    if args.predict is not None:
+        import digit_images
+
+        digit_images.predict_digits(model, args.predict, device=device, save_dir=args.save_inputs)
+
+
+def write_results(args, model, test_loader, history):
+    """Write the files requested with --metrics, --plot and --show-errors."""
+    if args.metrics is None and args.plot is None and args.show_errors is None:
+        return
+    import digit_images
+
+    if args.metrics is not None:
+        digit_images.write_metrics_csv(history, args.metrics)
+        print(f"Wrote per-epoch metrics to {args.metrics}")
+    if args.plot is not None:
+        digit_images.save_learning_curve(history, args.plot)
+        print(f"Wrote the learning curve to {args.plot}")
+    if args.show_errors is not None:
+        indices, predictions = digit_images.collect_errors(model, test_loader)
+        test_set = test_loader.dataset
+        drawn = digit_images.save_error_grid(
+            test_set.data[indices], test_set.targets[indices], predictions, args.show_errors
+        )
+        print(f"Wrote {drawn} of {len(indices)} misclassified test digits to {args.show_errors}")
