@@ -20,6 +20,12 @@ from errors import UsageError
 
 DEFAULT_SEED = 1
 
+# Learning rates and weight decay multiply float32 tensors, so larger values cannot be used.
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+# benchmarks/README.md compares one thread with PyTorch's default (one per core) on a 2-core CPU.
+DEFAULT_CPU_THREADS = 1
+
 
 @dataclass
 class ScriptSpec:
@@ -58,18 +64,22 @@ def non_negative_int(text):
 
 
 def positive_float(text):
-    """argparse type: a finite number greater than 0."""
+    """argparse type: a number greater than 0 that fits in float32, the type of the weights."""
     value = parse_number(text, float, "a number")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number greater than 0")
+    if not 0 < value <= FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: must be a number greater than 0 and at most {FLOAT32_MAX:.4g}"
+        )
     return value
 
 
 def non_negative_float(text):
-    """argparse type: a finite number of at least 0."""
+    """argparse type: a number of at least 0 that fits in float32, the type of the weights."""
     value = parse_number(text, float, "a number")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number of 0 or more")
+    if not 0 <= value <= FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: must be a number of 0 or more and at most {FLOAT32_MAX:.4g}"
+        )
     return value
 
 
@@ -130,6 +140,14 @@ def make_parser(script):
         "when one is available (default: auto)",
     )
     running.add_argument(
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_CPU_THREADS,
+        metavar="N",
+        help=f"CPU threads for PyTorch's operations (default: {DEFAULT_CPU_THREADS}; mini-batches of 10 are too "
+        f"small to gain from more, and extra threads slow down badly when other programs use the cores)",
+    )
+    running.add_argument(
         "--data-dir",
         type=Path,
         default=c.DEFAULT_DATA_DIR,
@@ -146,7 +164,7 @@ def make_parser(script):
     running.add_argument(
         "--quiet",
         action="store_true",
-        help="print only the final summary, not a line per epoch",
+        help="print only the final summary, not a line per epoch (default: off)",
     )
     running.add_argument(
         "--compile",
@@ -214,6 +232,7 @@ def main(script, argv=None):
     args = parser.parse_args(argv)
     check_option_combinations(parser, args)
 
+    torch.set_num_threads(args.threads)
     progress = {"saved_epoch": None}
     try:
         if args.eval is not None:
@@ -318,7 +337,7 @@ def describe(config, device):
     """Return the first line of a run: network, device and hyperparameters."""
     network = f"--net {config['net']}" if "net" in config else "784-100-10"
     line = (
-        f"{config['script']}.py: {network} on {device}, {config['epochs']} epochs, "
+        f"{config['script']}.py: {network} on {device}, epochs {config['epochs']}, "
         f"learning rate {config['lr']}, mini-batch {config['batch_size']}, seed {config['seed']}"
     )
     if config.get("wd"):
@@ -365,6 +384,11 @@ def train(script, args, progress):
         print(describe(config, device))
         if checkpoint is not None:
             print(f"Resuming from {args.resume} after epoch {len(history)}.")
+    if len(history) >= config["epochs"]:
+        print(
+            f"Nothing to train: the checkpoint {args.resume} already holds {len(history)} epochs. "
+            f"Pass --epochs with a larger number to train more."
+        )
 
     training_model = torch.compile(model) if args.compile else model
     history = c.train_network(

@@ -22,29 +22,42 @@ CACHE_NAME = "training-extended.pt"
 SHIFTS = (("right", 0, 1), ("left", 0, -1), ("up", -1, 0), ("down", 1, 0))
 
 
-def shift_images(images, row_shift, column_shift):
-    """Shift uint8 images [N, H, W] by at most one pixel, filling the vacated row or column with 0."""
-    shifted = torch.zeros_like(images)
-    height, width = images.shape[-2:]
-
-    source_rows = slice(max(0, -row_shift), height - max(0, row_shift))
-    target_rows = slice(max(0, row_shift), height - max(0, -row_shift))
-    source_columns = slice(max(0, -column_shift), width - max(0, column_shift))
-    target_columns = slice(max(0, column_shift), width - max(0, -column_shift))
-
-    shifted[:, target_rows, target_columns] = images[:, source_rows, source_columns]
-    return shifted
+def shifted_regions(size, shift):
+    """Return (source, target) slices along one axis for a shift of -1, 0 or +1 pixels."""
+    source = slice(max(0, -shift), size - max(0, shift))
+    target = slice(max(0, shift), size - max(0, -shift))
+    return source, target
 
 
 def build_extended_data(images, labels):
-    """Return (images [5N, H, W], labels [5N]): each image followed by its four shifted copies."""
-    copies = [images]
-    for _name, row_shift, column_shift in SHIFTS:
-        copies.append(shift_images(images, row_shift, column_shift))
+    """Return (images [5N, H, W], labels [5N]): each image followed by its four shifted copies.
 
-    extended_images = torch.stack(copies, dim=1).reshape(-1, *images.shape[1:])
-    extended_labels = labels.repeat_interleave(len(copies))
-    return extended_images, extended_labels
+    The result is filled in place, one whole-tensor copy per shift: copy k of every image is
+    the slice [:, k] of one [N, 5, H, W] tensor, so no per-image Python runs.
+    """
+    count, height, width = images.shape
+    extended = torch.empty((count, len(SHIFTS) + 1, height, width), dtype=images.dtype)
+    extended[:, 0] = images
+
+    for copy_index, (_name, row_shift, column_shift) in enumerate(SHIFTS, start=1):
+        copy = extended[:, copy_index]
+        source_rows, target_rows = shifted_regions(height, row_shift)
+        source_columns, target_columns = shifted_regions(width, column_shift)
+
+        copy[:, target_rows, target_columns] = images[:, source_rows, source_columns]
+
+        # The row or column that the shift vacated is black.
+        if row_shift == 1:
+            copy[:, 0, :] = 0
+        elif row_shift == -1:
+            copy[:, -1, :] = 0
+        if column_shift == 1:
+            copy[:, :, 0] = 0
+        elif column_shift == -1:
+            copy[:, :, -1] = 0
+
+    extended_labels = labels.repeat_interleave(len(SHIFTS) + 1)
+    return extended.reshape(-1, height, width), extended_labels
 
 
 def images_checksum(images):

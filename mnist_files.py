@@ -29,7 +29,7 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 IMAGE_SIZE = 28
 
-# Files that passed verify_idx_file, keyed by (path, size, modification time), so that a
+# Files that passed verify_checksum, keyed by (path, size, modification time), so that a
 # process that loads the data several times computes each md5 once.
 _verified_files = set()
 
@@ -45,12 +45,12 @@ def split_file_names(train):
     return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
-def prepare_mnist_files(root, train, download=True):
-    """Make sure that the unpacked, verified IDX files of one split are in root/MNIST/raw.
+def prepare_mnist_files(root, download=True):
+    """Make sure that the four unpacked, verified IDX files are in root/MNIST/raw.
 
-    Missing files are unpacked from their .gz copies. When neither is there and download is
-    True, torchvision's downloader is tried. Raises UsageError when the files stay missing or
-    fail verification.
+    torchvision.datasets.MNIST needs all four to load either split. Missing files are unpacked
+    from their .gz copies. When neither copy is there and download is True, torchvision's
+    downloader is tried. Raises UsageError when files stay missing or fail verification.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -60,7 +60,7 @@ def prepare_mnist_files(root, train, download=True):
         )
 
     folder = raw_folder(root)
-    names = split_file_names(train)
+    names = list(MNIST_FILES)
     for name in names:
         unpack_if_missing(folder / name)
 
@@ -76,15 +76,27 @@ def prepare_mnist_files(root, train, download=True):
             f"MNIST/raw."
         )
 
-    images_path = folder / names[0]
-    labels_path = folder / names[1]
-    image_count = verify_idx_file(images_path, IMAGES_MAGIC)
-    label_count = verify_idx_file(labels_path, LABELS_MAGIC)
+    for train in (True, False):
+        images_name, labels_name = split_file_names(train)
+        verify_split(folder / images_name, folder / labels_name)
+
+
+def verify_split(images_path, labels_path):
+    """Verify the image and label files of one split.
+
+    The checks run from the most specific message to the least: IDX headers and file sizes,
+    then matching image and label counts, then the published size and md5.
+    """
+    image_count = read_idx_count(images_path, IMAGES_MAGIC)
+    label_count = read_idx_count(labels_path, LABELS_MAGIC)
     if image_count != label_count:
         raise UsageError(
             f"MNIST files do not match: {images_path} holds {image_count} images but "
             f"{labels_path} holds {label_count} labels. Replace both with the original files."
         )
+
+    verify_checksum(images_path)
+    verify_checksum(labels_path)
 
 
 def unpack_if_missing(path):
@@ -117,67 +129,79 @@ def download_with_torchvision(root):
     try:
         MNIST(root, train=True, download=True)
     except (RuntimeError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"Download of MNIST failed: {first_line}")
+        # torchvision lists each mirror and its error on separate lines; keep them on one.
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"Download of MNIST failed: {reason[:400]}")
 
 
-def verify_idx_file(path, expected_magic):
-    """Check the IDX header, size and md5 of one unpacked MNIST file; return its item count.
+def replacement_advice(path):
+    return f"Delete {path} so that it is unpacked again from its .gz copy, or replace it with the original file."
 
-    Raises UsageError naming the file and the first check that failed.
+
+def read_idx_count(path, expected_magic):
+    """Check the IDX header of an MNIST file against its size; return the number of items.
+
+    Raises UsageError naming the file when the magic number, the image size or the file
+    length is wrong.
     """
     size = path.stat().st_size
-    key = (str(path.resolve()), size, path.stat().st_mtime_ns)
-    advice = f"Delete {path} so that it is unpacked again from its .gz copy, or replace it with the original file."
-
+    is_images = expected_magic == IMAGES_MAGIC
+    header_size = 16 if is_images else 8
     with open(path, "rb") as file:
-        header = file.read(16 if expected_magic == IMAGES_MAGIC else 8)
+        header = file.read(header_size)
     if len(header) < 8:
-        raise UsageError(f"MNIST file {path} is truncated: it has only {size} bytes. {advice}")
+        raise UsageError(
+            f"MNIST file {path} is truncated: it has only {size} bytes. {replacement_advice(path)}"
+        )
 
     magic = int.from_bytes(header[0:4], "big")
     count = int.from_bytes(header[4:8], "big")
     if magic != expected_magic:
+        kind = "image" if is_images else "label"
         raise UsageError(
             f"MNIST file {path} has IDX magic number {magic}, expected {expected_magic}. "
-            f"It is not an MNIST {'image' if expected_magic == IMAGES_MAGIC else 'label'} file. {advice}"
+            f"It is not an MNIST {kind} file. {replacement_advice(path)}"
         )
 
     item_bytes = 1
-    if expected_magic == IMAGES_MAGIC:
-        rows = int.from_bytes(header[8:12], "big")
-        columns = int.from_bytes(header[12:16], "big")
+    if is_images:
+        rows = int.from_bytes(header[8:12], "big") if len(header) >= 12 else 0
+        columns = int.from_bytes(header[12:16], "big") if len(header) >= 16 else 0
         if (rows, columns) != (IMAGE_SIZE, IMAGE_SIZE):
             raise UsageError(
                 f"MNIST file {path} holds {rows}x{columns} images, expected "
-                f"{IMAGE_SIZE}x{IMAGE_SIZE}. {advice}"
+                f"{IMAGE_SIZE}x{IMAGE_SIZE}. {replacement_advice(path)}"
             )
         item_bytes = IMAGE_SIZE * IMAGE_SIZE
 
-    header_size = len(header)
-    if size != header_size + count * item_bytes:
+    expected_bytes = header_size + count * item_bytes
+    if size != expected_bytes:
         raise UsageError(
             f"MNIST file {path} is truncated or damaged: its header announces {count} items, "
-            f"which take {header_size + count * item_bytes} bytes, but the file has {size} bytes. {advice}"
+            f"which take {expected_bytes} bytes, but the file has {size} bytes. {replacement_advice(path)}"
         )
+    return count
 
+
+def verify_checksum(path):
+    """Compare an MNIST file's size and md5 with the published figures; raise UsageError if they differ."""
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
     if key in _verified_files:
-        return count
+        return
 
     expected_size, expected_md5 = MNIST_FILES[path.name]
-    if size != expected_size:
+    if status.st_size != expected_size:
         raise UsageError(
-            f"MNIST file {path} has {size} bytes, expected {expected_size}. {advice}"
+            f"MNIST file {path} has {status.st_size} bytes, expected {expected_size}. {replacement_advice(path)}"
         )
 
     md5 = file_md5(path)
     if md5 != expected_md5:
         raise UsageError(
-            f"MNIST file {path} fails its checksum: md5 {md5}, expected {expected_md5}. {advice}"
+            f"MNIST file {path} fails its checksum: md5 {md5}, expected {expected_md5}. {replacement_advice(path)}"
         )
-
     _verified_files.add(key)
-    return count
 
 
 def file_md5(path):

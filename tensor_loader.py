@@ -46,20 +46,17 @@ class TensorLoader:
         # every time it is iterated, even with no workers.
         torch.empty((), dtype=torch.int64).random_()
 
-        order = None
+        images = self.images
+        labels = self.labels
         if self.shuffle:
+            # One gather per epoch; every mini-batch is then a slice, with no per-step indexing.
             order = shuffled_order(sample_count).to(self.device)
+            images = images[order]
+            labels = labels[order]
 
         for start in range(0, sample_count, self.batch_size):
-            if order is None:
-                pixels = self.images[start : start + self.batch_size]
-                labels = self.labels[start : start + self.batch_size]
-            else:
-                indices = order[start : start + self.batch_size]
-                pixels = self.images.index_select(0, indices)
-                labels = self.labels.index_select(0, indices)
-
-            yield self.normalize(pixels), labels
+            end = start + self.batch_size
+            yield self.normalize(images[start:end]), labels[start:end]
 
     def normalize(self, pixels):
         """Turn uint8 pixels [B, 28, 28] into normalised float32 [B, 1, 28, 28].

@@ -1,0 +1,277 @@
+"""Time the reference pipeline and the fast path side by side, in one run on one machine.
+
+For the dense network and the simple and final convnets it times the training steps of one
+epoch three ways:
+
+    reference  torchvision dataset + PIL + ToTensor + Normalize per image, DataLoader,
+               one-hot targets from Python lists, per-parameter SGD, loss.item() every step
+    fast       the project's TensorLoader and train_epoch (what the scripts run)
+    floor      the same fast training step on mini-batches made beforehand: the model alone
+
+It also times building the extended training set (per-image loop against whole-tensor
+slicing), loading its cache, and the peak memory of an --extend_data run, then prints the
+results as Markdown tables with the targets. Ratios are comparable only within one run.
+
+    python benchmarks/benchmark.py              # full epochs, about 10 minutes on 2 cores
+    python benchmarks/benchmark.py --steps 600  # the first 600 mini-batches of each epoch
+"""
+
+import argparse
+import itertools
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))
+
+import cli  # noqa: E402
+import common as c  # noqa: E402
+import extended_data  # noqa: E402
+import pytorch_mnist  # noqa: E402
+import pytorch_mnist_convnet  # noqa: E402
+import reference_pipeline as reference  # noqa: E402
+
+# Published learning rates of the networks timed here; the speed does not depend on them.
+NETWORK_SETTINGS = {
+    "dense": {"lr": pytorch_mnist.DEFAULT_LEARNING_RATE, "wd": 0.0},
+    "simple": {"lr": 0.1, "wd": 0.0},
+    "final": {"lr": 0.005, "wd": 0.0},
+}
+
+# Targets: the minimum speed-up over the reference, and the maximum fast/floor ratio.
+SPEEDUP_TARGETS = {"dense": 10.0, "simple": 3.0, "final": 2.0}
+FLOOR_RATIO_TARGET = 1.3
+EXTENDED_BUILD_TARGET = 40.0
+CACHE_LOAD_TARGET_SECONDS = 1.0
+PEAK_MEMORY_TARGET_BYTES = 2 * 10**9
+
+# Run in a child process so that its peak resident memory is measured on its own: an
+# --extend_data run of the final network, from the cached extended set to test accuracy.
+PEAK_MEMORY_SNIPPET = """
+import itertools, sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {repository!r})
+import common as c, pytorch_mnist_convnet as convnet
+torch.manual_seed(1)
+config = {{"net": "final", "lr": 0.005, "wd": 0.0}}
+model = convnet.build_model(config)
+optimizer = convnet.build_optimizer(model, config)
+loader = c.get_extended_train_loader(root={root!r})
+loss_function = convnet.build_loss_function(config)
+batches = itertools.islice(loader, {steps})
+for images, labels in batches:
+    optimizer.zero_grad(set_to_none=True)
+    loss_function(model(images), labels).backward()
+    optimizer.step()
+c.evaluate(model, c.get_test_loader(c.EVAL_BATCH_SIZE, root={root!r}))
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) * 1024)
+"""
+
+
+class FirstBatches:
+    """The first `steps` mini-batches of a loader, with a len() as train_epoch expects."""
+
+    def __init__(self, loader, steps):
+        self.loader = loader
+        self.steps = min(steps, len(loader))
+
+    def __len__(self):
+        return self.steps
+
+    def __iter__(self):
+        return itertools.islice(self.loader, self.steps)
+
+
+def build_network(name, fast):
+    """Return (model, loss function, optimizer) of a network, fast or reference flavour."""
+    settings = NETWORK_SETTINGS[name]
+    if name == "dense":
+        model = pytorch_mnist.Net()
+        if fast:
+            return model, pytorch_mnist.create_loss_function(nn.MSELoss()), pytorch_mnist.create_optimizer(
+                model, settings["lr"]
+            )
+
+        def reference_loss(outputs, labels):
+            return nn.functional.mse_loss(outputs, reference.expand_expected_output_per_sample(labels, 10))
+
+        return model, reference_loss, reference.create_reference_optimizer(model, settings["lr"])
+
+    config = {"net": name, **settings}
+    model = pytorch_mnist_convnet.build_model(config)
+    loss_function = pytorch_mnist_convnet.build_loss_function(config)
+    if fast:
+        return model, loss_function, pytorch_mnist_convnet.build_optimizer(model, config)
+    return model, loss_function, reference.create_reference_optimizer(model, settings["lr"], settings["wd"])
+
+
+def time_reference_epoch(name, steps):
+    torch.manual_seed(0)
+    model, loss_function, optimizer = build_network(name, fast=False)
+    loader = reference.get_reference_train_loader()
+
+    start = time.perf_counter()
+    reference.train_epoch_reference(model, FirstBatches(loader, steps), loss_function, optimizer)
+    return time.perf_counter() - start
+
+
+def time_fast_epoch(name, steps):
+    torch.manual_seed(0)
+    model, loss_function, optimizer = build_network(name, fast=True)
+    loader = c.get_train_loader()
+
+    start = time.perf_counter()
+    c.train_epoch(model, FirstBatches(loader, steps), loss_function, optimizer, 1, 1)
+    return time.perf_counter() - start
+
+
+def time_floor_epoch(name, steps):
+    torch.manual_seed(0)
+    model, loss_function, optimizer = build_network(name, fast=True)
+    batches = list(FirstBatches(c.get_train_loader(), steps))
+
+    start = time.perf_counter()
+    c.train_epoch(model, batches, loss_function, optimizer, 1, 1)
+    return time.perf_counter() - start
+
+
+def time_extended_data(data_root):
+    """Return seconds for the per-image build, the tensor build and a cache load."""
+    training_set = c.get_dataset(data_root, train=True, transform=None)
+    images, labels = training_set.data, training_set.targets
+
+    start = time.perf_counter()
+    reference.build_extended_data_per_image(images, labels)
+    per_image_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    extended_data.build_extended_data(images, labels)
+    tensor_seconds = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as cache_folder:
+        extended_data.load_or_build_extended_data(cache_folder, images, labels)
+        start = time.perf_counter()
+        extended_data.load_or_build_extended_data(cache_folder, images, labels)
+        cache_load_seconds = time.perf_counter() - start
+
+    return per_image_seconds, tensor_seconds, cache_load_seconds
+
+
+def measure_peak_memory(data_root, steps):
+    """Return the peak resident memory in bytes of an --extend_data training child process (Linux only)."""
+    c.get_extended_dataset(data_root)  # make sure the cache exists, so the child only loads it
+    snippet = PEAK_MEMORY_SNIPPET.format(repository=str(REPOSITORY), root=str(data_root), steps=steps)
+    # The child prints its own VmHWM (peak resident set). getrusage(RUSAGE_CHILDREN) would also
+    # count the memory the child shared with this process between fork and exec.
+    result = subprocess.run([sys.executable, "-c", snippet], check=True, capture_output=True, text=True)
+    return int(result.stdout.split()[-1])
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    )
+
+
+def verdict(passed):
+    return "yes" if passed else "NO"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="mini-batches of 10 to time per epoch (default: all 6000)",
+    )
+    parser.add_argument(
+        "--networks",
+        nargs="+",
+        choices=list(NETWORK_SETTINGS),
+        default=list(NETWORK_SETTINGS),
+        help="networks to time (default: dense simple final)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=c.DEFAULT_DATA_DIR,
+        help="folder that contains MNIST/raw (default: the repository's data/)",
+    )
+    args = parser.parse_args()
+    steps = args.steps or len(c.get_train_loader(root=args.data_dir))
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
+
+    print(f"Machine: {machine_description()}")
+    print(f"Mini-batches timed per epoch: {steps} of 10 images\n")
+
+    print("| network | reference s | fast s | floor s | speed-up | target | fast / floor | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.networks:
+        reference_seconds = time_reference_epoch(name, steps)
+        fast_seconds = time_fast_epoch(name, steps)
+        floor_seconds = time_floor_epoch(name, steps)
+        speedup = reference_seconds / fast_seconds
+        floor_ratio = fast_seconds / floor_seconds
+        print(
+            f"| {name} | {reference_seconds:.1f} | {fast_seconds:.2f} | {floor_seconds:.2f} | "
+            f"{speedup:.1f}x | >= {SPEEDUP_TARGETS[name]:.0f}x {verdict(speedup >= SPEEDUP_TARGETS[name])} | "
+            f"{floor_ratio:.2f} | <= {FLOOR_RATIO_TARGET} {verdict(floor_ratio <= FLOOR_RATIO_TARGET)} |",
+            flush=True,
+        )
+
+    print(
+        f"\n| network | fast s, {cli.DEFAULT_CPU_THREADS} thread (scripts' default) "
+        f"| fast s, {default_threads} threads (torch's default) |"
+    )
+    print("|---|---|---|")
+    for name in args.networks:
+        single_seconds = time_fast_epoch(name, steps)
+        torch.set_num_threads(default_threads)
+        multi_seconds = time_fast_epoch(name, steps)
+        torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
+        print(f"| {name} | {single_seconds:.2f} | {multi_seconds:.2f} |", flush=True)
+
+    per_image_seconds, tensor_seconds, cache_load_seconds = time_extended_data(args.data_dir)
+    build_speedup = per_image_seconds / tensor_seconds
+    peak_bytes = measure_peak_memory(args.data_dir, steps=min(steps, 600))
+
+    print("\n| extended data | seconds | result | target |")
+    print("|---|---|---|---|")
+    print(f"| per-image build (numpy.roll loop) | {per_image_seconds:.2f} | | |")
+    print(
+        f"| whole-tensor build | {tensor_seconds:.2f} | {build_speedup:.0f}x faster | "
+        f">= {EXTENDED_BUILD_TARGET:.0f}x {verdict(build_speedup >= EXTENDED_BUILD_TARGET)} |"
+    )
+    print(
+        f"| cache load (with CRC-32 check) | {cache_load_seconds:.2f} | | "
+        f"< {CACHE_LOAD_TARGET_SECONDS:.0f} s {verdict(cache_load_seconds < CACHE_LOAD_TARGET_SECONDS)} |"
+    )
+    print(
+        f"| peak memory, --extend_data final network | | {peak_bytes / 10**9:.2f} GB | "
+        f"< 2 GB {verdict(peak_bytes < PEAK_MEMORY_TARGET_BYTES)} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
