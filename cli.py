@@ -169,8 +169,8 @@ def make_parser(script):
     running.add_argument(
         "--compile",
         action="store_true",
-        help="compile the model with torch.compile before training; the first epoch is slower "
-        "while it compiles (default: off)",
+        help="compile the model with torch.compile before training (default: off); compiling takes "
+        "tens of seconds, and benchmarks/README.md shows whether it pays off on a CPU",
     )
 
     files = parser.add_argument_group("checkpoints and results")
@@ -301,6 +301,10 @@ def check_output_path(option, path):
         raise UsageError(f"{option} {path}: the folder {path.parent} does not exist. Create it first.")
 
 
+# Command-line spelling of configuration keys whose option name differs from the key.
+OPTION_NAMES = {"batch_size": "--batch-size", "channels_last": "--channels-last"}
+
+
 def build_config(script, args, checkpoint=None):
     """Return the run's configuration: defaults, then the checkpoint's, then the command line.
 
@@ -324,7 +328,7 @@ def build_config(script, args, checkpoint=None):
         if value is None or value == config[key]:
             continue
         if checkpoint is not None and key != "epochs":
-            option = "--" + key.replace("_", "-") if key == "batch_size" else "--" + key
+            option = OPTION_NAMES.get(key, "--" + key)
             raise UsageError(
                 f"{option} {value} contradicts the checkpoint, which was trained with {option} "
                 f"{config[key]}. Leave {option} out to use the checkpoint's value."
@@ -344,6 +348,8 @@ def describe(config, device):
         line += f", weight decay {config['wd']}"
     if config.get("extend_data"):
         line += ", extended data"
+    if config.get("channels_last"):
+        line += ", channels-last weights"
     return line
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cli
 import common as c
 import pytorch_mnist
 import pytorch_mnist_convnet
@@ -706,3 +707,22 @@ def test_resume_nothing_to_train(resumed_runs, capsys):
 
     assert "Nothing to train: the checkpoint" in out
     assert "Final test accuracy" in out
+
+
+def test_channels_last_builds_nhwc_weights():
+    parser = cli.make_parser(pytorch_mnist_convnet.SCRIPT)
+    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args(["--channels-last"]))
+    model = pytorch_mnist_convnet.build_model(config)
+
+    assert config["channels_last"] is True
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv1.weight.is_contiguous()
+
+
+def test_channels_last_default_off():
+    parser = cli.make_parser(pytorch_mnist_convnet.SCRIPT)
+    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args([]))
+    model = pytorch_mnist_convnet.build_model(config)
+
+    assert config["channels_last"] is False
+    assert model.conv1.weight.is_contiguous()
