@@ -711,18 +711,18 @@ def test_resume_nothing_to_train(resumed_runs, capsys):
 
 def test_channels_last_builds_nhwc_weights():
     parser = cli.make_parser(pytorch_mnist_convnet.SCRIPT)
-    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args(["--channels-last"]))
+    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args(["--net", "2conv", "--channels-last"]))
     model = pytorch_mnist_convnet.build_model(config)
 
     assert config["channels_last"] is True
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not model.conv1.weight.is_contiguous()
+    assert not model.conv2.weight.is_contiguous()
 
 
 def test_channels_last_default_off():
     parser = cli.make_parser(pytorch_mnist_convnet.SCRIPT)
-    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args([]))
+    config = cli.build_config(pytorch_mnist_convnet.SCRIPT, parser.parse_args(["--net", "2conv"]))
     model = pytorch_mnist_convnet.build_model(config)
 
     assert config["channels_last"] is False
-    assert model.conv1.weight.is_contiguous()
+    assert model.conv2.weight.is_contiguous()
