@@ -21,6 +21,7 @@ from torch import nn
 import common as c
 import digit_images
 import pytorch_mnist_convnet as convnet
+from checkpoints import save_checkpoint
 from errors import UsageError
 
 PAGE_SIZE = 200
@@ -561,3 +562,42 @@ def test_predict_rejects_bad_file_before_printing(trained_network, mnist_test_se
     with pytest.raises(UsageError, match="missing.png"):
         digit_images.predict_digits(model, [good, missing])
     assert capsys.readouterr().out == ""
+
+
+def test_eval_checkpoint_predicts_rendered_digits(trained_network, mnist_test_set, tmp_path, capsys):
+    """The command line path: a saved convnet checkpoint classifies digits drawn on paper."""
+    model, history = trained_network
+    config = {
+        "script": convnet.SCRIPT.name,
+        "net": "simple",
+        "epochs": 1,
+        "lr": 0.1,
+        "wd": 0.0,
+        "batch_size": c.BATCH_SIZE,
+        "seed": 0,
+        "extend_data": False,
+        "channels_last": False,
+    }
+    checkpoint_path = tmp_path / "simple.pt"
+    optimizer = convnet.build_optimizer(model, config)
+    save_checkpoint(checkpoint_path, model, optimizer, config, history, torch.device("cpu"))
+
+    rng = random.Random(6)
+    paths = []
+    for index in range(RECOGNITION_DIGITS):
+        path = tmp_path / f"paper-{index:03d}.png"
+        render_on_paper(mnist_test_set.data[index], rng).save(path)
+        paths.append(str(path))
+
+    convnet.main(["--eval", str(checkpoint_path), "--device", "cpu", "--predict", *paths])
+
+    predictions = {}
+    for line in capsys.readouterr().out.splitlines():
+        match = re.match(r"^(.+\.png): (\d) \(top 3:", line)
+        if match:
+            predictions[match.group(1)] = int(match.group(2))
+    labels = mnist_test_set.targets[:RECOGNITION_DIGITS].tolist()
+    correct = sum(predictions.get(path) == label for path, label in zip(paths, labels))
+
+    assert len(predictions) == RECOGNITION_DIGITS
+    assert correct >= RECOGNITION_MINIMUM * RECOGNITION_DIGITS, f"{correct} of {RECOGNITION_DIGITS} correct"
