@@ -1,7 +1,7 @@
 """The command line shared by pytorch_mnist.py and pytorch_mnist_convnet.py.
 
 Each script describes itself with a ScriptSpec (defaults, how to build its model, loss and
-optimizer) and calls main(). Invalid values get argparse's usage error (exit status 2); a
+optimizer) and calls main(). Invalid values get argparse's usage error (exit status 2). A
 missing or damaged file, an unusable device or a diverging run gets a one-paragraph message
 on stderr (exit status 1). Ctrl-C stops with a one-line message (exit status 130).
 """
@@ -29,7 +29,7 @@ DEFAULT_CPU_THREADS = 1
 
 @dataclass
 class ScriptSpec:
-    """What a training script tells the shared command line about itself.
+    """The description of a training script that the shared command line works from.
 
     build_model(config), build_loss_function(config) and build_optimizer(model, config) get
     the run's configuration: a dict with script, lr, batch_size, epochs, seed and the script's
@@ -392,7 +392,7 @@ def train(script, args, progress):
             print(f"Resuming from {args.resume} after epoch {len(history)}.")
     if len(history) >= config["epochs"]:
         print(
-            f"Nothing to train: the checkpoint {args.resume} already holds {len(history)} epochs. "
+            f"Nothing to train: the checkpoint {args.resume} already contains {len(history)} epochs. "
             f"Pass --epochs with a larger number to train more."
         )
 

@@ -35,7 +35,7 @@ _verified_files = set()
 
 
 def raw_folder(root):
-    """Return the folder that holds the IDX files, the layout torchvision.datasets.MNIST uses."""
+    """Return the folder of the IDX files, in the layout that torchvision.datasets.MNIST uses."""
     return Path(root) / "MNIST" / "raw"
 
 
@@ -91,8 +91,8 @@ def verify_split(images_path, labels_path):
     label_count = read_idx_count(labels_path, LABELS_MAGIC)
     if image_count != label_count:
         raise UsageError(
-            f"MNIST files do not match: {images_path} holds {image_count} images but "
-            f"{labels_path} holds {label_count} labels. Replace both with the original files."
+            f"MNIST files do not match: {images_path} contains {image_count} images but "
+            f"{labels_path} contains {label_count} labels. Replace both with the original files."
         )
 
     verify_checksum(images_path)
@@ -169,7 +169,7 @@ def read_idx_count(path, expected_magic):
         columns = int.from_bytes(header[12:16], "big") if len(header) >= 16 else 0
         if (rows, columns) != (IMAGE_SIZE, IMAGE_SIZE):
             raise UsageError(
-                f"MNIST file {path} holds {rows}x{columns} images, expected "
+                f"MNIST file {path} contains {rows}x{columns} images, expected "
                 f"{IMAGE_SIZE}x{IMAGE_SIZE}. {replacement_advice(path)}"
             )
         item_bytes = IMAGE_SIZE * IMAGE_SIZE

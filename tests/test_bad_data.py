@@ -118,7 +118,7 @@ def build_count_mismatch(root, files):
     labels = idx_header(mnist_files.LABELS_MAGIC, 4) + bytes(4)
     data_dir = write_training_files(root, files, images, labels)
     path = mnist_files.raw_folder(data_dir) / IMAGES_NAME
-    return data_dir, [str(path), "holds 5 images", "holds 4 labels", "Replace both"]
+    return data_dir, [str(path), "contains 5 images", "contains 4 labels", "Replace both"]
 
 
 def build_garbage_gz(root, files):
