@@ -184,7 +184,8 @@ def make_parser(script):
         "--resume",
         type=Path,
         metavar="PATH",
-        help="continue training from a checkpoint saved with --save-model",
+        help="continue training from a checkpoint saved with --save-model, and keep saving to it "
+        "after every epoch unless --save-model names another file",
     )
     files.add_argument(
         "--eval",
@@ -366,6 +367,10 @@ def train(script, args, progress):
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.resume, script.name) if args.resume is not None else None
     config = build_config(script, args, checkpoint)
+
+    # A resumed run keeps its checkpoint up to date unless --save-model names another file.
+    if args.resume is not None and args.save_model is None:
+        args.save_model = args.resume
 
     torch.manual_seed(config["seed"])
     model = script.build_model(config).to(device)

@@ -503,7 +503,7 @@ def predict_digits(model, image_paths, device="cpu", save_dir=None):
     outputs go through a softmax, so the printed figures are scores that sum to 1. They are
     probabilities only for a network trained on logits with the cross-entropy loss.
     Returns [(path, digit, [(digit, score), ...3])]. With save_dir, the 28x28 image that the
-    network saw is saved there as <stem>-28x28.png.
+    network saw is saved there as <stem>-28x28.png (numbered when stems repeat).
     """
     if isinstance(image_paths, (str, os.PathLike)):
         image_paths = [image_paths]
@@ -535,8 +535,8 @@ def predict_digits(model, image_paths, device="cpu", save_dir=None):
 def save_network_inputs(image_paths, all_pixels, save_dir):
     """Save each 28x28 image as <stem>-28x28.png in save_dir, creating the folder if needed.
 
-    NOTE: two inputs with the same stem (a/7.png and b/7.jpg) write the same file, and the
-    later one is kept.
+    When two inputs share a stem (a/7.png and b/7.jpg), the later ones get a number
+    (7-28x28.png, 7-2-28x28.png), so no saved image replaces another of the same call.
     """
     save_dir = Path(save_dir)
     try:
@@ -546,6 +546,12 @@ def save_network_inputs(image_paths, all_pixels, save_dir):
             f"Cannot create the folder {save_dir}: {error.strerror or error}. Choose another folder."
         ) from error
 
+    stem_counts = {}
     for path, pixels in zip(image_paths, all_pixels):
+        stem = Path(path).stem
+        stem_counts[stem] = stem_counts.get(stem, 0) + 1
+        if stem_counts[stem] > 1:
+            stem = f"{stem}-{stem_counts[stem]}"
+
         image = Image.fromarray(pixels.numpy())
-        save_png(image, save_dir / f"{Path(path).stem}-28x28.png")
+        save_png(image, save_dir / f"{stem}-28x28.png")

@@ -726,3 +726,13 @@ def test_channels_last_default_off():
 
     assert config["channels_last"] is False
     assert model.conv2.weight.is_contiguous()
+
+
+def test_resume_keeps_saving_checkpoint(resumed_runs, tmp_path):
+    checkpoint = tmp_path / "copy.pt"
+    checkpoint.write_bytes(resumed_runs[3].read_bytes())
+
+    result = run_script("pytorch_mnist.py", "--resume", checkpoint, "--epochs", 3, "--device", "cpu")
+    check_success(result)
+
+    assert load_weights_only(checkpoint)["epoch"] == 3

@@ -601,3 +601,21 @@ def test_eval_checkpoint_predicts_rendered_digits(trained_network, mnist_test_se
 
     assert len(predictions) == RECOGNITION_DIGITS
     assert correct >= RECOGNITION_MINIMUM * RECOGNITION_DIGITS, f"{correct} of {RECOGNITION_DIGITS} correct"
+
+
+def test_save_inputs_keeps_repeated_stems(mnist_test_set, tmp_path):
+    first_folder = tmp_path / "a"
+    second_folder = tmp_path / "b"
+    first_folder.mkdir()
+    second_folder.mkdir()
+    rng = random.Random(7)
+    paths = [first_folder / "seven.png", second_folder / "seven.png"]
+    for path in paths:
+        render_on_paper(mnist_test_set.data[0], rng).save(path)
+    save_dir = tmp_path / "seen"
+
+    model = convnet.ConvNetSimple()
+    digit_images.predict_digits(model, paths, save_dir=save_dir)
+
+    check_png(save_dir / "seven-28x28.png", (28, 28))
+    check_png(save_dir / "seven-2-28x28.png", (28, 28))
