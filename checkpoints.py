@@ -5,14 +5,11 @@ interrupted save leaves the previous checkpoint intact. It is loaded with weight
 which unpickles only tensors and plain Python containers and never runs code from the file.
 """
 
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 
+from atomic_files import write_atomically
 from errors import UsageError
 
 CHECKPOINT_FORMAT = 1
@@ -34,14 +31,10 @@ def save_checkpoint(path, model, optimizer, config, history, device):
     if device.type != "cpu":
         content["accelerator_rng_state"] = torch.get_device_module(device.type).get_rng_state()
 
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
-    try:
-        torch.save(content, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    def write_content(file):
+        torch.save(content, file)
+
+    write_atomically(path, write_content)
 
 
 def load_checkpoint(path, script_name):
@@ -56,23 +49,52 @@ def load_checkpoint(path, script_name):
         content = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
         raise UsageError(f"Checkpoint {path} cannot be read: permission denied.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except Exception as error:  # noqa: BLE001 - the weights-only unpickler raises many types on bad input
         raise UsageError(
             f"Checkpoint {path} cannot be read ({type(error).__name__}): it is truncated, damaged or "
             f"not a PyTorch file. Use a checkpoint written by --save-model."
         ) from None
 
-    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT or "model_state" not in content:
+    problem = describe_format_problem(content)
+    if problem is not None:
         raise UsageError(
-            f"{path} is not a checkpoint of these scripts (a PyTorch file without their format). "
-            f"Use a checkpoint written by --save-model."
+            f"{path} is not a checkpoint of these scripts ({problem}). Use a checkpoint written by --save-model."
         )
-    if content.get("script") != script_name:
+    if content["script"] != script_name:
         raise UsageError(
-            f"Checkpoint {path} was saved by {content.get('script')}.py, not {script_name}.py. "
-            f"Use it with {content.get('script')}.py."
+            f"Checkpoint {path} was saved by {content['script']}.py, not {script_name}.py. "
+            f"Use it with {content['script']}.py."
         )
     return content
+
+
+# The entries of a checkpoint and their types.
+CHECKPOINT_FIELDS = {
+    "script": str,
+    "config": dict,
+    "epoch": int,
+    "history": list,
+    "model_state": dict,
+    "optimizer_state": dict,
+    "rng_state": torch.Tensor,
+}
+
+
+def describe_format_problem(content):
+    """Return what is wrong with a loaded checkpoint, or None when its structure is right."""
+    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+        return "no checkpoint format marker"
+    for field, field_type in CHECKPOINT_FIELDS.items():
+        if not isinstance(content.get(field), field_type):
+            return f"{field} missing or of the wrong type"
+    if content["epoch"] != len(content["history"]) or content["epoch"] < 1:
+        return "epoch does not match the history"
+    for record in content["history"]:
+        if not isinstance(record, dict) or not {"epoch", "accuracy", "mean_loss", "seconds"} <= record.keys():
+            return "damaged history"
+    if content["rng_state"].dtype != torch.uint8:
+        return "damaged RNG state"
+    return None
 
 
 def restore_rng_state(checkpoint, device):

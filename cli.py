@@ -7,6 +7,7 @@ on stderr (exit status 1). Ctrl-C stops with a one-line message (exit status 130
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ from pathlib import Path
 import torch
 
 import common as c
-from checkpoints import load_checkpoint, restore_rng_state, save_checkpoint
+from checkpoints import describe_format_problem, load_checkpoint, restore_rng_state, save_checkpoint
 from errors import UsageError
 
 DEFAULT_SEED = 1
+
+MAX_SEED = 2**63 - 1
 
 # Learning rates and weight decay multiply float32 tensors, so larger values cannot be used.
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -83,6 +86,30 @@ def non_negative_float(text):
     return value
 
 
+def seed_value(text):
+    """argparse type: a seed from 0 to 2**63 - 1, the range torch.manual_seed accepts here."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be at most {MAX_SEED}")
+    return value
+
+
+def thread_count(text):
+    """argparse type: from 1 to the number of CPUs of this machine."""
+    value = positive_int(text)
+    cpu_count = os.cpu_count() or 1
+    if value > cpu_count:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: this machine has {cpu_count} CPUs")
+    return value
+
+
+def file_path(text):
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("invalid value '': expected a path")
+    return Path(text)
+
+
 def parse_number(text, number_type, description):
     try:
         return number_type(text)
@@ -123,7 +150,7 @@ def make_parser(script):
     )
     training.add_argument(
         "--seed",
-        type=non_negative_int,
+        type=seed_value,
         default=None,
         metavar="N",
         help=f"seed of the random initial weights, shuffling and dropout; the same seed prints "
@@ -141,7 +168,7 @@ def make_parser(script):
     )
     running.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=DEFAULT_CPU_THREADS,
         metavar="N",
         help=f"CPU threads for PyTorch's operations (default: {DEFAULT_CPU_THREADS}; mini-batches of 10 are too "
@@ -149,7 +176,7 @@ def make_parser(script):
     )
     running.add_argument(
         "--data-dir",
-        type=Path,
+        type=file_path,
         default=c.DEFAULT_DATA_DIR,
         metavar="PATH",
         help="folder that contains MNIST/raw (default: the data/ folder beside the scripts)",
@@ -176,51 +203,51 @@ def make_parser(script):
     files = parser.add_argument_group("checkpoints and results")
     files.add_argument(
         "--save-model",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="save a checkpoint (model, optimizer, configuration, accuracies, RNG states) after every epoch",
     )
     files.add_argument(
         "--resume",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="continue training from a checkpoint saved with --save-model, and keep saving to it "
         "after every epoch unless --save-model names another file",
     )
     files.add_argument(
         "--eval",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="report the test accuracy of a saved checkpoint without training",
     )
     files.add_argument(
         "--metrics",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="write accuracy, mean training loss and seconds per epoch as CSV",
     )
     files.add_argument(
         "--plot",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="draw the learning curve (test accuracy and mean training loss per epoch) as PNG",
     )
     files.add_argument(
         "--show-errors",
-        type=Path,
+        type=file_path,
         metavar="PATH",
         help="draw the misclassified test digits with predicted and true labels as a PNG grid",
     )
     files.add_argument(
         "--predict",
-        type=Path,
+        type=file_path,
         nargs="+",
         metavar="IMAGE",
         help="with --eval: classify your own PNG or JPEG images of single digits",
     )
     files.add_argument(
         "--save-inputs",
-        type=Path,
+        type=file_path,
         metavar="FOLDER",
         help="with --predict: save the 28x28 image the network saw for each input",
     )
@@ -242,6 +269,17 @@ def main(script, argv=None):
             train(script, args, progress)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        print(f"error: {error}. Check the path and its permissions.", file=sys.stderr)
+        sys.exit(1)
+    except torch.OutOfMemoryError:
+        print("error: out of memory on the device. Try a smaller --batch-size.", file=sys.stderr)
+        sys.exit(1)
+    except RuntimeError as error:
+        if "allocate memory" not in str(error):
+            raise
+        print("error: out of memory. Try a smaller --batch-size, or close other programs.", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(interrupt_message(args, progress), file=sys.stderr)
@@ -292,14 +330,66 @@ def resolve_device(text):
     return device
 
 
-def check_output_path(option, path):
-    """Fail before training, not after it, when a result file cannot be written."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; give a file name.")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: the folder {path.parent} does not exist. Create it first.")
+def check_output_paths(args):
+    """Fail before training, not after it, when a result file cannot or must not be written.
+
+    Each output needs a writable folder and its own file name. None may replace the checkpoint
+    given to --eval or --resume (except --save-model, which may update the one being resumed),
+    and --save-model may only replace an earlier checkpoint.
+    """
+    outputs = {
+        "--save-model": getattr(args, "save_model", None),
+        "--metrics": args.metrics,
+        "--plot": args.plot,
+        "--show-errors": args.show_errors,
+    }
+    outputs = {option: path for option, path in outputs.items() if path is not None}
+
+    for option, path in outputs.items():
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder; give a file name.")
+        if path.exists() and not path.is_file():
+            raise UsageError(f"{option} {path} is not a regular file; choose another path.")
+        if not path.parent.is_dir():
+            raise UsageError(f"{option} {path}: the folder {path.parent} does not exist. Create it first.")
+        if not os.access(path.parent, os.W_OK):
+            raise UsageError(f"{option} {path}: the folder {path.parent} is not writable. Choose another folder.")
+
+    seen = {}
+    for option, path in outputs.items():
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {option} name the same file {path}; give each its own name.")
+        seen[resolved] = option
+        for input_option in ("--eval", "--resume"):
+            input_path = getattr(args, input_option[2:])
+            if input_path is None or resolved != input_path.resolve():
+                continue
+            if option == "--save-model" and input_option == "--resume":
+                continue
+            raise UsageError(
+                f"{option} {path} would replace the checkpoint given to {input_option}; choose another name."
+            )
+
+    save_model = outputs.get("--save-model")
+    resuming_same_file = False
+    if args.resume is not None and save_model is not None:
+        resuming_same_file = save_model.resolve() == args.resume.resolve()
+    if save_model is not None and save_model.is_file() and not resuming_same_file:
+        if not is_checkpoint_file(save_model):
+            raise UsageError(
+                f"--save-model {save_model} exists and is not a checkpoint, so it would be lost. "
+                f"Choose another name, or delete the file first."
+            )
+
+
+def is_checkpoint_file(path):
+    """Return whether path contains a checkpoint written by --save-model."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any file that does not load is not a checkpoint
+        return False
+    return describe_format_problem(content) is None
 
 
 # Command-line spelling of configuration keys whose option name differs from the key.
@@ -356,13 +446,7 @@ def describe(config, device):
 
 def train(script, args, progress):
     """Train a network (from scratch or from --resume), save checkpoints, write the results."""
-    for option, path in (
-        ("--save-model", args.save_model),
-        ("--metrics", args.metrics),
-        ("--plot", args.plot),
-        ("--show-errors", args.show_errors),
-    ):
-        check_output_path(option, path)
+    check_output_paths(args)
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.resume, script.name) if args.resume is not None else None
@@ -373,7 +457,8 @@ def train(script, args, progress):
         args.save_model = args.resume
 
     torch.manual_seed(config["seed"])
-    model = script.build_model(config).to(device)
+    model = build_model_checked(script, config, args.resume)
+    model = model.to(device)
     optimizer = script.build_optimizer(model, config)
     history = []
     if checkpoint is not None:
@@ -420,6 +505,17 @@ def train(script, args, progress):
     write_results(args, model, test_loader, history)
 
 
+def build_model_checked(script, config, checkpoint_path):
+    """Build the configured model; a damaged configuration in a checkpoint gets a UsageError."""
+    try:
+        return script.build_model(config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(
+            f"Checkpoint {checkpoint_path} has a damaged configuration ({type(error).__name__}: {error}). "
+            f"Use a checkpoint written by --save-model."
+        ) from None
+
+
 def load_states(path, checkpoint, model, optimizer=None):
     """Copy the checkpoint's weights (and optimizer state) into freshly built objects."""
     try:
@@ -427,22 +523,21 @@ def load_states(path, checkpoint, model, optimizer=None):
         if optimizer is not None:
             optimizer.load_state_dict(checkpoint["optimizer_state"])
     except (RuntimeError, KeyError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
+        details = " ".join(str(error).split())[:300]
         raise UsageError(
-            f"Checkpoint {path} does not fit the network {type(model).__name__}: {first_line}"
+            f"Checkpoint {path} does not fit the network {type(model).__name__}: {details}"
         ) from None
 
 
 def evaluate_checkpoint(script, args):
     """Report the test accuracy of a checkpoint, then write any requested results."""
-    for option, path in (("--metrics", args.metrics), ("--plot", args.plot), ("--show-errors", args.show_errors)):
-        check_output_path(option, path)
+    check_output_paths(args)
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.eval, script.name)
     config = build_config(script, args, checkpoint)
 
-    model = script.build_model(config)
+    model = build_model_checked(script, config, args.eval)
     load_states(args.eval, checkpoint, model)
     model = model.to(device)
 

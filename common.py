@@ -143,7 +143,8 @@ def raise_divergence(losses, epoch, step_count, optimizer):
     learning_rate = optimizer.param_groups[0]["lr"]
     raise TrainingDiverged(
         f"Training diverged: the loss became {bad_loss} at epoch {epoch}, step "
-        f"{first_bad_step}/{step_count}, with learning rate {learning_rate}. Try a smaller --lr."
+        f"{first_bad_step}/{step_count}, with learning rate {learning_rate}. Try a smaller --lr "
+        f"(or a smaller --wd)."
     )
 
 

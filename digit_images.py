@@ -14,7 +14,6 @@ a reader never sees a half-written file.
 import csv
 import math
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 import common as c
+from atomic_files import write_atomically
 from errors import UsageError
 
 IMAGE_WIDTH = 28
@@ -67,38 +67,6 @@ METRICS_COLUMNS = ["epoch", "accuracy", "mean_loss", "seconds"]
 
 
 # Writing files
-
-
-def write_atomically(path, write_contents, binary=True):
-    """Call write_contents(file) on a temporary file beside path, then rename it over path.
-
-    A failed write leaves any earlier file at path unchanged. Raises UsageError naming path
-    when its folder is missing, path is a folder, or the file cannot be written.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(
-            f"Cannot write {path}: {folder} is not an existing folder. Create the folder or "
-            f"choose another path."
-        )
-    if path.is_dir():
-        raise UsageError(f"Cannot write {path}: it is a folder. Pass a file name inside it instead.")
-
-    # Opening with "x" creates the file with the usual permissions (0o666 less the umask).
-    temp_path = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    open_arguments = {"mode": "xb"} if binary else {"mode": "x", "newline": "", "encoding": "utf-8"}
-    try:
-        with open(temp_path, **open_arguments) as file:
-            write_contents(file)
-        os.replace(temp_path, path)
-    except OSError as error:
-        raise UsageError(
-            f"Cannot write {path}: {error.strerror or error}. Check that the folder is writable "
-            f"and has free space, or choose another path."
-        ) from error
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def save_png(image, path):

@@ -6,8 +6,6 @@ shifted one pixel right, left, up and down. The row or column that a shift moves
 cached as uint8 under <data folder>/MNIST/extended, so later runs load it in well under a second.
 """
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -15,7 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-CACHE_FORMAT = 1
+from atomic_files import write_atomically
+
+CACHE_FORMAT = 2
 CACHE_NAME = "training-extended.pt"
 
 # (name, row shift, column shift) in the order the copies follow each original image.
@@ -60,9 +60,10 @@ def build_extended_data(images, labels):
     return extended.reshape(-1, height, width), extended_labels
 
 
-def images_checksum(images):
-    """Return the CRC-32 of the image bytes, stored in the cache to detect damaged content."""
-    return zlib.crc32(images.contiguous().numpy().data)
+def data_checksum(images, labels):
+    """Return the CRC-32 of the image and label bytes, stored in the cache to detect damaged content."""
+    checksum = zlib.crc32(images.contiguous().numpy().data)
+    return zlib.crc32(labels.contiguous().numpy().data, checksum)
 
 
 def load_or_build_extended_data(cache_folder, images, labels):
@@ -103,8 +104,8 @@ def read_cache(cache_path, expected_count, image_shape):
         return f"images of shape {tuple(images.shape)} and type {images.dtype}", None
     if labels.dtype != torch.int64 or tuple(labels.shape) != (expected_count,):
         return f"labels of shape {tuple(labels.shape)} and type {labels.dtype}", None
-    if images_checksum(images) != content.get("images_crc32"):
-        return "image checksum mismatch", None
+    if data_checksum(images, labels) != content.get("crc32"):
+        return "checksum mismatch", None
 
     return None, (images, labels)
 
@@ -116,17 +117,13 @@ def write_cache(cache_path, images, labels):
         "format": CACHE_FORMAT,
         "images": images,
         "labels": labels,
-        "images_crc32": images_checksum(images),
+        "crc32": data_checksum(images, labels),
     }
 
-    descriptor, temp_name = tempfile.mkstemp(dir=cache_path.parent, prefix=cache_path.name, suffix=".tmp")
-    os.close(descriptor)
-    try:
-        torch.save(content, temp_name)
-        os.replace(temp_name, cache_path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    def write_content(file):
+        torch.save(content, file)
+
+    write_atomically(cache_path, write_content)
 
 
 class ExtendedMNIST(Dataset):

@@ -8,12 +8,11 @@ content is compared with the published checksums.
 
 import gzip
 import hashlib
-import os
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
+from atomic_files import write_atomically
 from errors import UsageError
 
 # Size in bytes and md5 of each unpacked file of the original MNIST distribution.
@@ -109,17 +108,17 @@ def unpack_if_missing(path):
     if path.exists() or not gz_path.exists():
         return
 
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with gzip.open(gz_path, "rb") as source, os.fdopen(descriptor, "wb") as target:
-            shutil.copyfileobj(source, target, length=1 << 20)
-        os.replace(temp_name, path)
-    except (OSError, EOFError, zlib.error) as error:
-        Path(temp_name).unlink(missing_ok=True)
-        raise UsageError(
-            f"Cannot unpack {gz_path}: {error}. The file is damaged; replace it with a good "
-            f"copy of the MNIST file."
-        ) from None
+    def write_unpacked(target):
+        try:
+            with gzip.open(gz_path, "rb") as source:
+                shutil.copyfileobj(source, target, length=1 << 20)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+            raise UsageError(
+                f"Cannot unpack {gz_path}: {error}. The file is damaged; replace it with a good "
+                f"copy of the MNIST file."
+            ) from None
+
+    write_atomically(path, write_unpacked)
 
 
 def download_with_torchvision(root):
@@ -135,7 +134,10 @@ def download_with_torchvision(root):
 
 
 def replacement_advice(path):
-    return f"Delete {path} so that it is unpacked again from its .gz copy, or replace it with the original file."
+    return (
+        f"Delete {path} so that it is unpacked again from its .gz copy, or replace it with the original "
+        f"file. If the error comes back, the .gz copy is damaged or another file: replace it too."
+    )
 
 
 def read_idx_count(path, expected_magic):

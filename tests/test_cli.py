@@ -736,3 +736,72 @@ def test_resume_keeps_saving_checkpoint(resumed_runs, tmp_path):
     check_success(result)
 
     assert load_weights_only(checkpoint)["epoch"] == 3
+
+
+def test_metrics_cannot_replace_eval_checkpoint(two_epoch_run, tmp_path, capsys):
+    checkpoint = tmp_path / "eval.pt"
+    checkpoint.write_bytes(two_epoch_run[1].read_bytes())
+
+    exit_code, _, err = call_main(pytorch_mnist, ["--eval", checkpoint, "--metrics", checkpoint], capsys)
+
+    assert exit_code == 1
+    assert "would replace the checkpoint given to --eval" in err
+    assert load_weights_only(checkpoint)["epoch"] == 2
+
+
+def test_two_outputs_same_file(tmp_path, capsys):
+    path = tmp_path / "out.png"
+    exit_code, _, err = call_main(pytorch_mnist, ["--plot", path, "--show-errors", path], capsys)
+
+    assert exit_code == 1
+    assert "name the same file" in err
+
+
+def test_save_model_keeps_foreign_file(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+
+    exit_code, _, err = call_main(pytorch_mnist, ["--epochs", "1", "--save-model", notes], capsys)
+
+    assert exit_code == 1
+    assert "exists and is not a checkpoint" in err
+    assert notes.read_text() == "my notes\n"
+
+
+def test_text_file_as_checkpoint(tmp_path, capsys):
+    path = tmp_path / "text.pt"
+    path.write_text("hello\n")
+
+    exit_code, _, err = call_main(pytorch_mnist, ["--eval", path], capsys)
+
+    assert exit_code == 1
+    assert "cannot be read" in err
+    assert "Traceback" not in err
+
+
+def test_checkpoint_without_history(two_epoch_run, tmp_path, capsys):
+    content = load_weights_only(two_epoch_run[1])
+    del content["history"]
+    path = tmp_path / "no-history.pt"
+    torch.save(content, path)
+
+    exit_code, _, err = call_main(pytorch_mnist, ["--eval", path], capsys)
+
+    assert exit_code == 1
+    assert "history missing" in err
+
+
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        (["--seed", str(2**64)], "must be at most"),
+        (["--threads", "100000"], "CPUs"),
+        (["--data-dir", ""], "expected a path"),
+    ],
+    ids=["huge_seed", "huge_threads", "empty_data_dir"],
+)
+def test_out_of_range_rejected(arguments, fragment, capsys):
+    exit_code, _, err = call_main(pytorch_mnist, arguments, capsys)
+
+    assert exit_code == 2
+    assert fragment in err

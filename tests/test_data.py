@@ -357,7 +357,12 @@ def alter_one_pixel(content):
 
 
 def alter_checksum(content):
-    content["images_crc32"] ^= 1
+    content["crc32"] ^= 1
+
+
+def alter_one_label(content):
+    labels = content["labels"]
+    labels[100] = (labels[100] + 1) % 10
 
 
 def drop_last_image(content):
@@ -371,9 +376,10 @@ def set_unknown_format(content):
 CACHE_DAMAGE = {
     "truncated": (truncate_file, "cannot be read"),
     "empty": (empty_file, "cannot be read"),
-    "flipped_image_bytes": (flip_image_bytes, "image checksum mismatch"),
-    "altered_pixel": (lambda path: rewrite_cache(path, alter_one_pixel), "image checksum mismatch"),
-    "wrong_checksum": (lambda path: rewrite_cache(path, alter_checksum), "image checksum mismatch"),
+    "flipped_image_bytes": (flip_image_bytes, "checksum mismatch"),
+    "altered_pixel": (lambda path: rewrite_cache(path, alter_one_pixel), "checksum mismatch"),
+    "wrong_checksum": (lambda path: rewrite_cache(path, alter_checksum), "checksum mismatch"),
+    "altered_label": (lambda path: rewrite_cache(path, alter_one_label), "checksum mismatch"),
     "short_images": (lambda path: rewrite_cache(path, drop_last_image), "images of shape"),
     "unknown_format": (lambda path: rewrite_cache(path, set_unknown_format), "unknown format"),
 }
