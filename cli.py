@@ -26,7 +26,7 @@ MAX_SEED = 2**63 - 1
 # Learning rates and weight decay multiply float32 tensors, so larger values cannot be used.
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
-# benchmarks/README.md compares one thread with PyTorch's default (one per core) on a 2-core CPU.
+# One thread is never much slower and does not collapse under load; benchmarks/README.md has the figures.
 DEFAULT_CPU_THREADS = 1
 
 
@@ -171,8 +171,9 @@ def make_parser(script):
         type=thread_count,
         default=DEFAULT_CPU_THREADS,
         metavar="N",
-        help=f"CPU threads for PyTorch's operations (default: {DEFAULT_CPU_THREADS}; mini-batches of 10 are too "
-        f"small to gain from more, and extra threads slow down badly when other programs use the cores)",
+        help=f"CPU threads for PyTorch's operations (default: {DEFAULT_CPU_THREADS}); more threads can speed "
+        f"up the convnets on an idle machine but slow training down many times over while other "
+        f"programs use the cores (see benchmarks/README.md)",
     )
     running.add_argument(
         "--data-dir",
