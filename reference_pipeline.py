@@ -1,8 +1,8 @@
 """The original per-image pipeline, kept as the reference that the fast path must reproduce.
 
 Here every image goes through PIL, transforms.ToTensor and transforms.Normalize on its own,
-and torch.utils.data.DataLoader collates mini-batches; one-hot targets are built from Python
-lists, the extended set is built one image at a time with numpy.roll, and the optimizer is
+and torch.utils.data.DataLoader collates mini-batches. One-hot targets are built from Python
+lists, and the extended set is built one image at a time with numpy.roll. The optimizer is
 torch.optim.SGD with its default (per-parameter) implementation. The tests compare the fast
 loaders and training step with these, and benchmarks/ times both.
 """

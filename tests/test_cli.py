@@ -159,26 +159,24 @@ def run_folder(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
 
-@pytest.fixture(scope="module")
-def two_epoch_run(run_folder):
-    """Run `--epochs 2 --seed 7 --save-model first/A.pt` and return (CompletedProcess, checkpoint path)."""
-    folder = run_folder / "first"
+def run_two_epochs(folder):
+    """Run `--epochs 2 --seed 7 --save-model <folder>/A.pt` and return (CompletedProcess, checkpoint path)."""
     folder.mkdir()
     checkpoint = folder / "A.pt"
     result = run_script("pytorch_mnist.py", "--epochs", 2, "--seed", 7, "--device", "cpu", "--save-model", checkpoint)
     check_success(result)
     return result, checkpoint
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(run_folder):
+    return run_two_epochs(run_folder / "first")
 
 
 @pytest.fixture(scope="module")
 def repeated_run(run_folder):
-    """Run the command line of two_epoch_run again, saving to another folder."""
-    folder = run_folder / "repeat"
-    folder.mkdir()
-    checkpoint = folder / "A.pt"
-    result = run_script("pytorch_mnist.py", "--epochs", 2, "--seed", 7, "--device", "cpu", "--save-model", checkpoint)
-    check_success(result)
-    return result, checkpoint
+    """The command line of two_epoch_run again, saving to another folder."""
+    return run_two_epochs(run_folder / "repeat")
 
 
 @pytest.fixture(scope="module")
