@@ -8,5 +8,5 @@ traceback. Any other exception is a bug and keeps its traceback.
 class UsageError(Exception):
     """An invalid value, a missing or corrupt file, or a run that cannot go on.
 
-    The message names the value or file and says what to do next.
+    The message names the value or file and tells the user what to do next.
     """
