@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import common as c
+from allocator import keep_freed_memory
 from checkpoints import describe_format_problem, load_checkpoint, restore_rng_state, save_checkpoint
 from errors import UsageError
 
@@ -262,6 +263,7 @@ def main(script, argv=None):
     check_option_combinations(parser, args)
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     progress = {"saved_epoch": None}
     try:
         if args.eval is not None:
