@@ -4,12 +4,16 @@ On the CPU, PyTorch takes tensor memory from the C library's malloc. Every train
 the final convnet allocates and frees gradient buffers of several MB (the gradient of its
 1000x1000 weight matrix alone is 4 MB). With glibc's default settings, blocks that large are
 mapped fresh from the operating system and handed back when freed, so each step touches
-about 2,000 new pages that the kernel must map and zero. On a 2-core AMD EPYC with torch
-2.14.1 that was a third of the final network's step time: 9.8 ms per mini-batch of 10 with
-the defaults, 6.5 ms with the settings below. The values computed are the same either way.
+about 2,000 new pages that the kernel must map and zero. glibc raises its thresholds by
+itself after a process frees larger blocks (GNU C Library manual, "Malloc Tunable
+Parameters"). Here that first happens in the test pass after epoch 1, which runs mini-batches
+of 1000, so the first epoch is the one that pays.
 
-The cost is that the process keeps freed memory for reuse instead of returning it, so its
-resident size stays near its peak.
+Measured on a 2-core AMD EPYC with torch 2.14.1 and one thread, the final network's first
+200 steps took 8.6 to 10.4 ms per mini-batch of 10 with glibc's defaults and 6.6 to 7.3 ms
+with the settings below. After a test pass, both took about 6.5 ms. The values computed are
+the same either way. The cost is that the process keeps freed memory for reuse instead of
+returning it, so its resident size stays near its peak.
 """
 
 import ctypes

@@ -1,18 +1,23 @@
 """Time the reference pipeline and the fast path side by side, in one run on one machine.
 
-For the dense network and the simple and final convnets it times the training steps of one
-epoch three ways:
+For the dense network and the simple and final convnets it times one epoch three ways. An
+epoch is what the scripts run between two result lines: the training steps over 60,000
+images, then a pass over the 10,000 test images.
 
-    reference  torchvision dataset + PIL + ToTensor + Normalize per image, DataLoader,
-               one-hot targets from Python lists, per-parameter SGD, loss.item() every step
-    fast       the project's TensorLoader and train_epoch (what the scripts run)
-    floor      the same fast training step on mini-batches made beforehand: the model alone
+    reference  the original pipeline: torchvision dataset + PIL + ToTensor + Normalize per
+               image, DataLoader, one-hot targets from Python lists, per-parameter SGD,
+               loss.item() every step, the test set in mini-batches of 10, and glibc's
+               default malloc settings
+    fast       what the scripts run: TensorLoader, train_epoch, evaluate in mini-batches of
+               1000, and freed memory kept for reuse (allocator.py)
+    floor      the fast training step and test pass on mini-batches made beforehand: the
+               model alone
 
 It also times building the extended training set (per-image loop against whole-tensor
 slicing), loading its cache, and the peak memory of an --extend_data run, then prints the
 results as Markdown tables with the targets. Ratios are comparable only within one run.
 
-    python benchmarks/benchmark.py              # full epochs, about 10 minutes on 2 cores
+    python benchmarks/benchmark.py              # full epochs, about 15 minutes on 2 cores
     python benchmarks/benchmark.py --steps 600  # the first 600 mini-batches of each epoch
 """
 
@@ -32,6 +37,7 @@ from torch import nn
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
+import allocator  # noqa: E402
 import cli  # noqa: E402
 import common as c  # noqa: E402
 import extended_data  # noqa: E402
@@ -59,7 +65,8 @@ PEAK_MEMORY_SNIPPET = """
 import itertools, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {repository!r})
-import common as c, pytorch_mnist_convnet as convnet
+import allocator, common as c, pytorch_mnist_convnet as convnet
+allocator.keep_freed_memory()
 torch.manual_seed(1)
 config = {{"net": "final", "lr": 0.005, "wd": 0.0}}
 model = convnet.build_model(config)
@@ -115,17 +122,26 @@ def build_network(name, fast):
     return model, loss_function, reference.create_reference_optimizer(model, settings["lr"], settings["wd"])
 
 
-def time_reference_epoch(name, steps):
+def scaled_batch_count(loader, fraction):
+    """Return how many of loader's mini-batches make up `fraction` of its epoch (at least one)."""
+    return max(1, round(len(loader) * fraction))
+
+
+def time_reference_epoch(name, steps, test_fraction):
+    """Return the seconds of one reference epoch: the training steps, then the test pass."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=False)
-    loader = reference.get_reference_train_loader()
+    train_loader = reference.get_reference_train_loader()
+    test_loader = reference.get_reference_test_loader()
+    test_batches = FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction))
 
     start = time.perf_counter()
-    reference.train_epoch_reference(model, FirstBatches(loader, steps), loss_function, optimizer)
+    reference.train_epoch_reference(model, FirstBatches(train_loader, steps), loss_function, optimizer)
+    reference.evaluate_reference(model, test_batches)
     return time.perf_counter() - start
 
 
-def time_fast_epoch(name, steps, channels_last=False, epochs=1, compile_model=False):
+def time_fast_epoch(name, steps, test_fraction, channels_last=False, epochs=1, compile_model=False):
     """Return the seconds of each of `epochs` fast epochs, optionally with a CPU option."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=True)
@@ -133,24 +149,64 @@ def time_fast_epoch(name, steps, channels_last=False, epochs=1, compile_model=Fa
         model = model.to(memory_format=torch.channels_last)
     if compile_model:
         model = torch.compile(model)
-    loader = c.get_train_loader()
+    train_loader = c.get_train_loader()
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE)
+    test_batches = FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction))
 
     seconds = []
     for _epoch in range(epochs):
         start = time.perf_counter()
-        c.train_epoch(model, FirstBatches(loader, steps), loss_function, optimizer, 1, 1)
+        c.train_epoch(model, FirstBatches(train_loader, steps), loss_function, optimizer, 1, 1)
+        c.evaluate(model, test_batches)
         seconds.append(time.perf_counter() - start)
     return seconds if epochs > 1 else seconds[0]
 
 
-def time_floor_epoch(name, steps):
+def time_floor_epoch(name, steps, test_fraction):
+    """Return the seconds of the fast epoch on mini-batches made beforehand."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=True)
-    batches = list(FirstBatches(c.get_train_loader(), steps))
+    train_batches = list(FirstBatches(c.get_train_loader(), steps))
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE)
+    test_batches = list(FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction)))
 
     start = time.perf_counter()
-    c.train_epoch(model, batches, loss_function, optimizer, 1, 1)
+    c.train_epoch(model, train_batches, loss_function, optimizer, 1, 1)
+    c.evaluate(model, test_batches)
     return time.perf_counter() - start
+
+
+# Runs one timing function of this file in a fresh Python process with glibc's default malloc
+# settings, and prints its result. keep_freed_memory() cannot be undone within a process, and
+# glibc adjusts its thresholds to the blocks a process has freed, so each such timing starts
+# from the same state as a newly started script.
+FRESH_PROCESS_SNIPPET = """
+import sys
+sys.path.insert(0, {benchmarks_folder!r})
+import torch
+import benchmark
+torch.set_num_threads({threads})
+print(benchmark.{function_name}({name!r}, {steps}, {test_fraction!r}))
+"""
+
+
+def time_in_fresh_process(function_name, name, steps, test_fraction):
+    """Return the seconds that benchmark.function_name(name, steps, test_fraction) measures in a new process."""
+    snippet = FRESH_PROCESS_SNIPPET.format(
+        benchmarks_folder=str(Path(__file__).resolve().parent),
+        threads=torch.get_num_threads(),
+        function_name=function_name,
+        name=name,
+        steps=steps,
+        test_fraction=test_fraction,
+    )
+    result = subprocess.run([sys.executable, "-c", snippet], check=True, capture_output=True, text=True)
+    return float(result.stdout.split()[-1])
+
+
+def report_progress(text):
+    """Print a progress line on stderr, so that stdout carries only the Markdown tables."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def time_extended_data(data_root):
@@ -208,9 +264,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument(
         "--steps",
-        type=int,
+        type=cli.positive_int,
         default=None,
-        help="mini-batches of 10 to time per epoch (default: all 6000)",
+        help="training mini-batches of 10 to time per epoch (default: all 6000); the test pass is cut to "
+        "the same fraction of the test set",
     )
     parser.add_argument(
         "--networks",
@@ -231,27 +288,54 @@ def main():
         help="also time the dense network compiled with torch.compile (adds about a minute)",
     )
     args = parser.parse_args()
-    steps = args.steps or len(c.get_train_loader(root=args.data_dir))
+    full_steps = len(c.get_train_loader(root=args.data_dir))
+    steps = min(args.steps or full_steps, full_steps)
+    test_fraction = steps / full_steps
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
 
-    print(f"Machine: {machine_description()}")
-    print(f"Mini-batches timed per epoch: {steps} of 10 images\n")
-
-    print("| network | reference s | fast s | floor s | speed-up | target | fast / floor | target |")
-    print("|---|---|---|---|---|---|---|---|")
+    # The reference, like the original scripts, runs with glibc's default malloc settings. So
+    # does the first column of the allocator table.
+    reference_seconds = {}
+    default_malloc_seconds = {}
     for name in args.networks:
-        reference_seconds = time_reference_epoch(name, steps)
-        fast_seconds = time_fast_epoch(name, steps)
-        floor_seconds = time_floor_epoch(name, steps)
-        speedup = reference_seconds / fast_seconds
-        floor_ratio = fast_seconds / floor_seconds
+        reference_seconds[name] = time_in_fresh_process("time_reference_epoch", name, steps, test_fraction)
+        report_progress(f"reference {name}: {reference_seconds[name]:.1f} s")
+        default_malloc_seconds[name] = time_in_fresh_process("time_fast_epoch", name, steps, test_fraction)
+        report_progress(f"fast {name}, default malloc settings: {default_malloc_seconds[name]:.2f} s")
+    memory_kept = allocator.keep_freed_memory()
+
+    print(f"Machine: {machine_description()}")
+    print(f"Mini-batches timed per epoch: {steps} of 10 training images, then {test_fraction:.0%} of the test set")
+    print(f"Freed memory kept for reuse in the fast and floor columns: {'yes' if memory_kept else 'no (not glibc)'}\n")
+
+    print(
+        "| network | reference s | fast s | floor s | speed-up | target | reference / floor "
+        "| fast / floor | target |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    fast_seconds = {}
+    for name in args.networks:
+        fast_seconds[name] = time_fast_epoch(name, steps, test_fraction)
+        floor_seconds = time_floor_epoch(name, steps, test_fraction)
+        speedup = reference_seconds[name] / fast_seconds[name]
+        largest_speedup = reference_seconds[name] / floor_seconds
+        floor_ratio = fast_seconds[name] / floor_seconds
         print(
-            f"| {name} | {reference_seconds:.1f} | {fast_seconds:.2f} | {floor_seconds:.2f} | "
+            f"| {name} | {reference_seconds[name]:.1f} | {fast_seconds[name]:.2f} | {floor_seconds:.2f} | "
             f"{speedup:.1f}x | >= {SPEEDUP_TARGETS[name]:.0f}x {verdict(speedup >= SPEEDUP_TARGETS[name])} | "
+            f"{largest_speedup:.1f}x | "
             f"{floor_ratio:.2f} | <= {FLOOR_RATIO_TARGET} {verdict(floor_ratio <= FLOOR_RATIO_TARGET)} |",
             flush=True,
         )
+
+    print(
+        "\n| network | fast s, glibc's default malloc settings, first epoch of a new process "
+        "| fast s, freed memory kept (scripts' default) |"
+    )
+    print("|---|---|---|")
+    for name in args.networks:
+        print(f"| {name} | {default_malloc_seconds[name]:.2f} | {fast_seconds[name]:.2f} |", flush=True)
 
     print(
         f"\n| network | fast s, {cli.DEFAULT_CPU_THREADS} thread (scripts' default) "
@@ -259,21 +343,21 @@ def main():
     )
     print("|---|---|---|")
     for name in args.networks:
-        single_seconds = time_fast_epoch(name, steps)
+        single_seconds = time_fast_epoch(name, steps, test_fraction)
         torch.set_num_threads(default_threads)
-        multi_seconds = time_fast_epoch(name, steps)
+        multi_seconds = time_fast_epoch(name, steps, test_fraction)
         torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
         print(f"| {name} | {single_seconds:.2f} | {multi_seconds:.2f} |", flush=True)
 
     print("\n| CPU option | network | fast s, default | fast s, with the option |")
     print("|---|---|---|---|")
     for name in [name for name in args.networks if name != "dense"]:
-        plain_seconds = time_fast_epoch(name, steps)
-        channels_last_seconds = time_fast_epoch(name, steps, channels_last=True)
+        plain_seconds = time_fast_epoch(name, steps, test_fraction)
+        channels_last_seconds = time_fast_epoch(name, steps, test_fraction, channels_last=True)
         print(f"| --channels-last | {name} | {plain_seconds:.2f} | {channels_last_seconds:.2f} |", flush=True)
     if args.compile:
-        plain_seconds = time_fast_epoch("dense", steps)
-        first_seconds, second_seconds = time_fast_epoch("dense", steps, epochs=2, compile_model=True)
+        plain_seconds = time_fast_epoch("dense", steps, test_fraction)
+        first_seconds, second_seconds = time_fast_epoch("dense", steps, test_fraction, epochs=2, compile_model=True)
         print(
             f"| --compile | dense | {plain_seconds:.2f} | {second_seconds:.2f} "
             f"(first epoch, compiling: {first_seconds:.2f}) |",
