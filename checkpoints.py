@@ -44,6 +44,12 @@ def load_checkpoint(path, script_name):
         raise UsageError(f"Checkpoint {path} not found. Check the path, or train first with --save-model {path}.")
     if path.is_dir():
         raise UsageError(f"Checkpoint {path} is a folder; pass the checkpoint file saved with --save-model.")
+    # Reading a named pipe blocks until another program writes to it, and a device can be endless.
+    if not path.is_file():
+        raise UsageError(
+            f"Checkpoint {path} is not a regular file but a named pipe, socket or device. "
+            f"Pass the checkpoint file saved with --save-model."
+        )
 
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)

@@ -30,6 +30,16 @@ FLOAT32_MAX = torch.finfo(torch.float32).max
 # One thread is never much slower and does not collapse under load; benchmarks/README.md has the figures.
 DEFAULT_CPU_THREADS = 1
 
+# The argparse dest of each shared option that only applies to training. --eval builds the
+# network from the checkpoint and only tests it, so it rejects these options and the script's
+# ScriptSpec.training_only_arguments. --net and --channels-last are not among them: they
+# describe the network, and --eval checks them against the checkpoint.
+TRAINING_ONLY_ARGUMENTS = ["epochs", "lr", "batch_size", "seed", "log_interval", "quiet", "compile"]
+
+# Defaults of the running options whose argparse default is None, so that
+# check_option_combinations can tell a given option from a left-out one.
+RUNNING_DEFAULTS = {"log_interval": 0, "quiet": False, "compile": False}
+
 
 @dataclass
 class ScriptSpec:
@@ -37,7 +47,9 @@ class ScriptSpec:
 
     build_model(config), build_loss_function(config) and build_optimizer(model, config) get
     the run's configuration: a dict with script, lr, batch_size, epochs, seed and the script's
-    own options (extra_defaults gives their defaults).
+    own options (extra_defaults gives their defaults). training_only_arguments names the
+    argparse dest of each of the script's own options that only applies to training, so that
+    --eval rejects it.
     """
 
     name: str
@@ -49,6 +61,7 @@ class ScriptSpec:
     build_optimizer: Callable
     add_arguments: Callable | None = None
     extra_defaults: dict = field(default_factory=dict)
+    training_only_arguments: list = field(default_factory=list)
 
 
 def positive_int(text):
@@ -186,18 +199,21 @@ def make_parser(script):
     running.add_argument(
         "--log-interval",
         type=non_negative_int,
-        default=0,
+        default=None,
         metavar="N",
-        help="print the training loss every N mini-batches; 0 turns it off (default: 0)",
+        help=f"print the training loss every N mini-batches; 0 turns it off "
+        f"(default: {RUNNING_DEFAULTS['log_interval']})",
     )
     running.add_argument(
         "--quiet",
         action="store_true",
+        default=None,
         help="print only the final summary, not a line per epoch (default: off)",
     )
     running.add_argument(
         "--compile",
         action="store_true",
+        default=None,
         help="compile the model with torch.compile before training (default: off); compiling takes "
         "tens of seconds, and benchmarks/README.md shows whether it pays off on a CPU",
     )
@@ -220,7 +236,8 @@ def make_parser(script):
         "--eval",
         type=file_path,
         metavar="PATH",
-        help="report the test accuracy of a saved checkpoint without training",
+        help="report the test accuracy of a saved checkpoint without training; the options that "
+        f"only apply to training ({', '.join(training_only_options(script).values())}) are then an error",
     )
     files.add_argument(
         "--metrics",
@@ -251,7 +268,10 @@ def make_parser(script):
         "--save-inputs",
         type=file_path,
         metavar="FOLDER",
-        help="with --predict: save the 28x28 image the network saw for each input",
+        help="with --predict: save the 28x28 image the network saw for each input as "
+        "FOLDER/<stem>-28x28.png, numbered (<stem>-2-28x28.png, ...) when names repeat, and create "
+        "FOLDER if needed; when a saved image would replace an input image, the checkpoint or "
+        "another result file, the run stops before it writes anything",
     )
     return parser
 
@@ -260,7 +280,8 @@ def main(script, argv=None):
     """Parse the command line, then train or evaluate; exit non-zero on any failure."""
     parser = make_parser(script)
     args = parser.parse_args(argv)
-    check_option_combinations(parser, args)
+    check_option_combinations(parser, args, script)
+    apply_running_defaults(args)
 
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -289,16 +310,47 @@ def main(script, argv=None):
         sys.exit(130)
 
 
-def check_option_combinations(parser, args):
+def check_option_combinations(parser, args, script):
     """Reject combinations of options that cannot work together, with argparse's usage error."""
     if args.eval is not None and args.resume is not None:
         parser.error("--eval and --resume cannot be combined: --eval does not train")
     if args.eval is not None and args.save_model is not None:
         parser.error("--eval and --save-model cannot be combined: --eval does not train")
+    if args.eval is not None:
+        check_no_training_options(parser, args, script)
     if args.predict is not None and args.eval is None:
         parser.error("--predict needs --eval PATH: the checkpoint of the network that classifies the images")
     if args.save_inputs is not None and args.predict is None:
         parser.error("--save-inputs needs --predict IMAGE")
+
+
+def check_no_training_options(parser, args, script):
+    """Reject each option given with --eval that only applies to training, with argparse's usage error.
+
+    These options default to None, so any other value was given on the command line.
+    """
+    for dest, option in training_only_options(script).items():
+        if getattr(args, dest) is None:
+            continue
+        parser.error(
+            f"--eval and {option} cannot be combined: --eval does not train, so {option} would have "
+            f"no effect. Leave {option} out."
+        )
+
+
+def training_only_options(script):
+    """Return {argparse dest: option name} of the options that only apply to training."""
+    options = {}
+    for dest in TRAINING_ONLY_ARGUMENTS + script.training_only_arguments:
+        options[dest] = OPTION_NAMES.get(dest, "--" + dest)
+    return options
+
+
+def apply_running_defaults(args):
+    """Set each running option that was left out to its default from RUNNING_DEFAULTS."""
+    for dest, default in RUNNING_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
 
 
 def interrupt_message(args, progress):
@@ -386,6 +438,36 @@ def check_output_paths(args):
             )
 
 
+def check_saved_input_paths(args):
+    """Fail before evaluating when an image saved by --save-inputs would replace another file.
+
+    The saved images may replace neither an input image nor the checkpoint given to --eval
+    nor a result file of the same run.
+    """
+    if args.save_inputs is None:
+        return
+    import digit_images
+
+    save_paths = digit_images.network_input_paths(args.predict, args.save_inputs)
+    digit_images.check_inputs_kept(args.predict, save_paths)
+
+    other_files = {
+        "--eval": args.eval,
+        "--metrics": args.metrics,
+        "--plot": args.plot,
+        "--show-errors": args.show_errors,
+    }
+    for option, other_path in other_files.items():
+        if other_path is None:
+            continue
+        for save_path in save_paths:
+            if save_path.resolve() == other_path.resolve():
+                raise UsageError(
+                    f"--save-inputs {args.save_inputs} would save an image as {save_path}, which is the "
+                    f"file given to {option}. Choose another folder for --save-inputs."
+                )
+
+
 def is_checkpoint_file(path):
     """Return whether path contains a checkpoint written by --save-model."""
     try:
@@ -395,8 +477,8 @@ def is_checkpoint_file(path):
     return describe_format_problem(content) is None
 
 
-# Command-line spelling of configuration keys whose option name differs from the key.
-OPTION_NAMES = {"batch_size": "--batch-size", "channels_last": "--channels-last"}
+# Command-line spelling of configuration keys and argparse dests whose option name differs from the key.
+OPTION_NAMES = {"batch_size": "--batch-size", "channels_last": "--channels-last", "log_interval": "--log-interval"}
 
 
 def build_config(script, args, checkpoint=None):
@@ -535,6 +617,7 @@ def load_states(path, checkpoint, model, optimizer=None):
 def evaluate_checkpoint(script, args):
     """Report the test accuracy of a checkpoint, then write any requested results."""
     check_output_paths(args)
+    check_saved_input_paths(args)
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.eval, script.name)

@@ -14,6 +14,8 @@ a reader never sees a half-written file.
 import csv
 import math
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,10 @@ PLOT_PADDING = 12
 MAX_EPOCH_TICKS = 12
 
 METRICS_COLUMNS = ["epoch", "accuracy", "mean_loss", "seconds"]
+
+# The pixel count in Pillow's decompression bomb warning and error. In Pillow 13.0 both
+# messages start "Image size (N pixels) exceeds limit of M pixels".
+PILLOW_PIXEL_COUNT = re.compile(r"Image size \((\d+) pixels\)")
 
 
 # Writing files
@@ -333,20 +339,48 @@ def read_grayscale(path):
     path = Path(path)
     if not path.exists():
         raise UsageError(f"Image file not found: {path}. Check the path and the file name.")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a file. Pass a PNG or JPEG file of one digit.")
+    # Reading a named pipe blocks until another program writes to it, and a device can be endless.
     if not path.is_file():
-        raise UsageError(f"{path} is not a file. Pass a PNG or JPEG file of one digit.")
+        raise UsageError(
+            f"{path} is not a regular file but a named pipe, socket or device. Pass a PNG or JPEG "
+            f"file of one digit."
+        )
     if path.stat().st_size == 0:
         raise UsageError(f"The image file {path} is empty (0 bytes). Save the image again.")
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return grayscale_pixels(image)
     except UnidentifiedImageError as error:
         raise UsageError(f"{path} is not an image that Pillow can read. Pass a PNG or JPEG file.") from error
-    except (OSError, Image.DecompressionBombError) as error:
+    except OSError as error:
         raise UsageError(f"Cannot read the image {path}: {error}. Save the image again as PNG.") from error
+
+
+def open_image(path):
+    """Open an image file with Pillow, raising UsageError when it has too many pixels.
+
+    Pillow only warns (DecompressionBombWarning) about an image of more than
+    Image.MAX_IMAGE_PIXELS pixels and raises DecompressionBombError above twice that. Both
+    become one UsageError, so no warning reaches stderr. The limit is read at each call.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        limit = Image.MAX_IMAGE_PIXELS
+        match = PILLOW_PIXEL_COUNT.search(str(error))
+        pixel_count = f"{int(match[1]):,} pixels" if match else "too many pixels"
+        raise UsageError(
+            f"The image {path} has {pixel_count}, and the limit is {limit:,} (Pillow's "
+            f"Image.MAX_IMAGE_PIXELS, which guards against decompression bombs). Scale the image "
+            f"down, for example to 1000 pixels on its longer side, and pass it again."
+        ) from error
 
 
 def grayscale_pixels(image):
@@ -471,7 +505,8 @@ def predict_digits(model, image_paths, device="cpu", save_dir=None):
     outputs go through a softmax, so the printed figures are scores that sum to 1. They are
     probabilities only for a network trained on logits with the cross-entropy loss.
     Returns [(path, digit, [(digit, score), ...3])]. With save_dir, the 28x28 image that the
-    network saw is saved there as <stem>-28x28.png (numbered when stems repeat).
+    network saw is saved there as <stem>-28x28.png (see network_input_paths). A saved image
+    that would replace an input image is a UsageError, raised before anything is written.
     """
     if isinstance(image_paths, (str, os.PathLike)):
         image_paths = [image_paths]
@@ -501,12 +536,15 @@ def predict_digits(model, image_paths, device="cpu", save_dir=None):
 
 
 def save_network_inputs(image_paths, all_pixels, save_dir):
-    """Save each 28x28 image as <stem>-28x28.png in save_dir, creating the folder if needed.
+    """Save each 28x28 image at the path network_input_paths returns, creating the folder if needed.
 
-    When two inputs share a stem (a/7.png and b/7.jpg), the later ones get a number
-    (7-28x28.png, 7-2-28x28.png), so no saved image replaces another of the same call.
+    Raises UsageError before it creates or writes anything when a saved image would replace one
+    of the input images.
     """
     save_dir = Path(save_dir)
+    save_paths = network_input_paths(image_paths, save_dir)
+    check_inputs_kept(image_paths, save_paths)
+
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -514,12 +552,48 @@ def save_network_inputs(image_paths, all_pixels, save_dir):
             f"Cannot create the folder {save_dir}: {error.strerror or error}. Choose another folder."
         ) from error
 
-    stem_counts = {}
-    for path, pixels in zip(image_paths, all_pixels):
-        stem = Path(path).stem
-        stem_counts[stem] = stem_counts.get(stem, 0) + 1
-        if stem_counts[stem] > 1:
-            stem = f"{stem}-{stem_counts[stem]}"
-
+    for save_path, pixels in zip(save_paths, all_pixels):
         image = Image.fromarray(pixels.numpy())
-        save_png(image, save_dir / f"{stem}-28x28.png")
+        save_png(image, save_path)
+
+
+def network_input_paths(image_paths, save_dir):
+    """Return the path in save_dir where the 28x28 input of each image is saved: <stem>-28x28.png.
+
+    A name already taken by an earlier image of the same call gets the first free number
+    (a/7.png and b/7.jpg give 7-28x28.png and 7-2-28x28.png), so no saved image replaces
+    another. Names are compared case-insensitively, because 7A.png and 7a.png would save to
+    the same file on a case-insensitive file system.
+    """
+    save_dir = Path(save_dir)
+    taken_names = set()
+    save_paths = []
+
+    for path in image_paths:
+        stem = Path(path).stem
+        name = f"{stem}-28x28.png"
+        number = 2
+        while name.casefold() in taken_names:
+            name = f"{stem}-{number}-28x28.png"
+            number += 1
+
+        taken_names.add(name.casefold())
+        save_paths.append(save_dir / name)
+    return save_paths
+
+
+def check_inputs_kept(image_paths, save_paths):
+    """Raise UsageError when a path in save_paths names one of the input images.
+
+    Paths are compared after resolving symbolic links and relative parts.
+    """
+    inputs = {Path(path).resolve(): Path(path) for path in image_paths}
+
+    for image_path, save_path in zip(image_paths, save_paths):
+        replaced = inputs.get(save_path.resolve())
+        if replaced is None:
+            continue
+        raise UsageError(
+            f"Saving the 28x28 input of {image_path} as {save_path} would replace the input image "
+            f"{replaced}. Choose another folder for the saved inputs (--save-inputs)."
+        )

@@ -179,6 +179,7 @@ SCRIPT = cli.ScriptSpec(
     build_optimizer=build_optimizer,
     add_arguments=add_arguments,
     extra_defaults={"net": "simple", "wd": DEFAULT_WEIGHT_DECAY, "extend_data": False, "channels_last": False},
+    training_only_arguments=["wd", "extend_data"],
 )
 
 

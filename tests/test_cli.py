@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import cli
 import common as c
@@ -29,6 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Upper limit in seconds for one subprocess run, so a hung run fails instead of blocking.
 RUN_TIMEOUT = 600
+
+# Seconds after which a run that only has to reject its checkpoint counts as blocked. On a
+# busy 2-core CPU such a run took about 4 s, most of it spent importing torch.
+REJECTION_TIMEOUT = 120
 
 # `Test data results: 0.9520, Epoch 1/2 (5.6 s, total 5.6 s)`
 EPOCH_LINE = re.compile(
@@ -105,7 +110,7 @@ def script_environment(**extra):
     return environment
 
 
-def run_script(script, *arguments, environment=None):
+def run_script(script, *arguments, environment=None, timeout=RUN_TIMEOUT):
     """Run a script of the repository and return its CompletedProcess."""
     return subprocess.run(
         [sys.executable, script, *map(str, arguments)],
@@ -113,7 +118,7 @@ def run_script(script, *arguments, environment=None):
         env=environment or script_environment(),
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT,
+        timeout=timeout,
     )
 
 
@@ -194,23 +199,33 @@ def resumed_runs(run_folder):
     return first, second, epoch_one, checkpoint
 
 
+def save_untrained_checkpoint(script, path):
+    """Save the untrained default network of a ScriptSpec as its checkpoint after one epoch."""
+    config = {
+        "script": script.name,
+        "epochs": 1,
+        "lr": script.default_learning_rate,
+        "batch_size": c.BATCH_SIZE,
+        "seed": 1,
+        **script.extra_defaults,
+    }
+    torch.manual_seed(1)
+    model = script.build_model(config)
+    optimizer = script.build_optimizer(model, config)
+    save_checkpoint(path, model, optimizer, config, fake_history(1), torch.device("cpu"))
+    return path
+
+
 @pytest.fixture
 def simple_convnet_checkpoint(tmp_path):
     """An untrained ConvNetSimple saved as a checkpoint of pytorch_mnist_convnet.py after one epoch."""
-    config = {
-        "script": pytorch_mnist_convnet.SCRIPT.name,
-        "epochs": 1,
-        "lr": pytorch_mnist_convnet.DEFAULT_LEARNING_RATE,
-        "batch_size": c.BATCH_SIZE,
-        "seed": 1,
-        **pytorch_mnist_convnet.SCRIPT.extra_defaults,
-    }
-    torch.manual_seed(1)
-    model = pytorch_mnist_convnet.build_model(config)
-    optimizer = pytorch_mnist_convnet.build_optimizer(model, config)
-    path = tmp_path / "simple.pt"
-    save_checkpoint(path, model, optimizer, config, fake_history(1), torch.device("cpu"))
-    return path
+    return save_untrained_checkpoint(pytorch_mnist_convnet.SCRIPT, tmp_path / "simple.pt")
+
+
+@pytest.fixture
+def dense_checkpoint(tmp_path):
+    """An untrained 784-100-10 network saved as a checkpoint of pytorch_mnist.py after one epoch."""
+    return save_untrained_checkpoint(pytorch_mnist.SCRIPT, tmp_path / "dense.pt")
 
 
 @pytest.fixture
@@ -456,6 +471,29 @@ def test_eval_folder_checkpoint(tmp_path, capsys):
     assert f"Checkpoint {tmp_path} is a folder" in err
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+@pytest.mark.parametrize("option", ["--eval", "--resume"])
+def test_checkpoint_named_pipe_rejected(option, tmp_path):
+    path = tmp_path / "pipe.pt"
+    os.mkfifo(path)
+
+    try:
+        result = run_script("pytorch_mnist.py", option, path, "--device", "cpu", timeout=REJECTION_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{option} {path} blocked on reading the named pipe")
+
+    assert result.returncode == 1
+    assert f"Checkpoint {path} is not a regular file but a named pipe, socket or device" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_device_file_checkpoint(capsys):
+    exit_code, _, err = call_main(pytorch_mnist, ["--eval", os.devnull], capsys)
+
+    assert exit_code == 1
+    assert f"Checkpoint {os.devnull} is not a regular file" in err
+
+
 def test_eval_unreadable_checkpoint(two_epoch_run, tmp_path, capsys):
     path = tmp_path / "unreadable.pt"
     path.write_bytes(two_epoch_run[1].read_bytes())
@@ -518,6 +556,117 @@ def test_eval_foreign_file(write_file, expected_message, tmp_path, capsys):
     assert str(path) in err
     assert expected_message in err
     assert "Use a checkpoint written by --save-model" in err
+
+
+# Options that --eval rejects
+
+
+EVAL_REJECTED_CASES = [
+    pytest.param(pytorch_mnist, "--epochs", ["--epochs", "3"], id="dense--epochs"),
+    pytest.param(pytorch_mnist, "--lr", ["--lr", "3.0"], id="dense--lr"),
+    pytest.param(pytorch_mnist, "--batch-size", ["--batch-size", "10"], id="dense--batch-size"),
+    pytest.param(pytorch_mnist, "--seed", ["--seed", "1"], id="dense--seed"),
+    pytest.param(pytorch_mnist, "--log-interval", ["--log-interval", "0"], id="dense--log-interval"),
+    pytest.param(pytorch_mnist, "--quiet", ["--quiet"], id="dense--quiet"),
+    pytest.param(pytorch_mnist, "--compile", ["--compile"], id="dense--compile"),
+    pytest.param(pytorch_mnist_convnet, "--epochs", ["--epochs", "60"], id="convnet--epochs"),
+    pytest.param(pytorch_mnist_convnet, "--wd", ["--wd", "0"], id="convnet--wd"),
+    pytest.param(pytorch_mnist_convnet, "--extend_data", ["--extend_data"], id="convnet--extend_data"),
+    pytest.param(pytorch_mnist_convnet, "--extend_data", ["--extend-data"], id="convnet--extend-data"),
+]
+
+
+@pytest.mark.parametrize(("script", "option", "arguments"), EVAL_REJECTED_CASES)
+def test_eval_rejects_training_option(script, option, arguments, dense_checkpoint, capsys):
+    exit_code, out, err = call_main(script, ["--eval", dense_checkpoint, *arguments], capsys)
+
+    assert exit_code == 2
+    assert f"--eval and {option} cannot be combined: --eval does not train" in err
+    assert f"Leave {option} out." in err
+    assert out == ""
+
+
+def test_eval_accepts_running_options(dense_checkpoint, tmp_path, capsys):
+    metrics = tmp_path / "metrics.csv"
+    arguments = ["--eval", dense_checkpoint, "--device", "cpu", "--threads", "1", "--data-dir", c.DEFAULT_DATA_DIR]
+    pytorch_mnist.main([str(argument) for argument in [*arguments, "--metrics", metrics]])
+    out = capsys.readouterr().out
+
+    assert f"from {dense_checkpoint}, epoch 1" in out
+    assert metrics.read_text().startswith("epoch,accuracy,mean_loss,seconds")
+
+
+def test_help_lists_eval_rejected_options(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    _, out, _ = call_main(pytorch_mnist_convnet, ["--help"], capsys)
+    entry = option_help(out, "--eval")
+
+    for option in ["--epochs", "--lr", "--batch-size", "--seed", "--log-interval", "--quiet", "--compile", "--wd"]:
+        assert f"{option}," in entry, option
+    assert "--extend_data)" in entry
+
+
+# --save-inputs next to the files of the run
+
+
+def write_digit_image(path):
+    """Write a 100x100 image of a black bar on white paper, which load_digit_image accepts."""
+    pixels = torch.full((100, 100), 255, dtype=torch.uint8)
+    pixels[20:80, 45:55] = 0
+    Image.fromarray(pixels.numpy()).save(path)
+
+
+@pytest.fixture
+def digit_and_folder(tmp_path):
+    """A digit image tmp_path/7.png and an empty folder tmp_path/seen for --save-inputs."""
+    image = tmp_path / "7.png"
+    write_digit_image(image)
+    folder = tmp_path / "seen"
+    folder.mkdir()
+    return image, folder
+
+
+def test_save_inputs_keeps_input_image(dense_checkpoint, digit_and_folder, capsys):
+    first_image, folder = digit_and_folder
+    second_image = folder / "7-28x28.png"
+    write_digit_image(second_image)
+    second_content = second_image.read_bytes()
+
+    arguments = ["--eval", dense_checkpoint, "--predict", first_image, second_image, "--save-inputs", folder]
+    exit_code, out, err = call_main(pytorch_mnist, arguments, capsys)
+
+    assert exit_code == 1
+    assert f"would replace the input image {second_image}" in err
+    assert out == ""
+    assert second_image.read_bytes() == second_content
+    assert sorted(path.name for path in folder.iterdir()) == ["7-28x28.png"]
+
+
+def test_save_inputs_keeps_checkpoint(dense_checkpoint, digit_and_folder, capsys):
+    image, folder = digit_and_folder
+    checkpoint = folder / "7-28x28.png"
+    checkpoint.write_bytes(dense_checkpoint.read_bytes())
+
+    arguments = ["--eval", checkpoint, "--predict", image, "--save-inputs", folder]
+    exit_code, out, err = call_main(pytorch_mnist, arguments, capsys)
+
+    assert exit_code == 1
+    assert f"would save an image as {checkpoint}, which is the file given to --eval" in err
+    assert out == ""
+    assert load_weights_only(checkpoint)["epoch"] == 1
+
+
+def test_save_inputs_keeps_plot(dense_checkpoint, digit_and_folder, capsys):
+    image, folder = digit_and_folder
+    plot = folder / "7-28x28.png"
+
+    arguments = ["--eval", dense_checkpoint, "--predict", image, "--save-inputs", folder, "--plot", plot]
+    exit_code, out, err = call_main(pytorch_mnist, arguments, capsys)
+
+    assert exit_code == 1
+    assert f"would save an image as {plot}, which is the file given to --plot" in err
+    assert out == ""
+    assert list(folder.iterdir()) == []
 
 
 # Option values

@@ -9,8 +9,12 @@ other jobs were also using, it took 125 s, 383 s and 453 s, and the other tests 
 
 import csv
 import math
+import os
 import random
 import re
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -491,6 +495,65 @@ def test_load_rejects_folder(tmp_path):
         digit_images.load_digit_image(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_load_rejects_named_pipe(tmp_path):
+    path = tmp_path / "digit.png"
+    os.mkfifo(path)
+
+    with pytest.raises(UsageError, match="not a regular file but a named pipe") as error:
+        digit_images.load_digit_image(path)
+    assert str(path) in str(error.value)
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_blank_png(path, width, height):
+    """Write a valid 1-bit PNG of white pixels that is small on disk.
+
+    Its identical rows compress to a few bytes each, so 200 million pixels take about 40 kB.
+    """
+    row = b"\x00" + b"\xff" * math.ceil(width / 8)
+    compressor = zlib.compressobj(9)
+    image_data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    content = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", image_data)
+    path.write_bytes(content + png_chunk(b"IEND", b""))
+
+
+# Pillow warns above Image.MAX_IMAGE_PIXELS pixels (89,478,485 by default) and raises above
+# twice that.
+@pytest.mark.parametrize(
+    ("width", "height", "pixel_count"),
+    [(10000, 10000, "100,000,000"), (20000, 10000, "200,000,000")],
+    ids=["warning", "error"],
+)
+def test_load_rejects_too_many_pixels(width, height, pixel_count, tmp_path):
+    path = tmp_path / "huge.png"
+    write_blank_png(path, width, height)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UsageError) as error:
+            digit_images.load_digit_image(path)
+
+    message = str(error.value)
+    assert f"The image {path} has {pixel_count} pixels" in message
+    assert f"the limit is {Image.MAX_IMAGE_PIXELS:,}" in message
+    assert "Scale the image down" in message
+    assert [warning.message for warning in caught] == []
+
+
+def test_load_reads_pixel_limit_at_call(tmp_path, monkeypatch):
+    path = tmp_path / "digit.png"
+    write_blank_png(path, 200, 100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+
+    with pytest.raises(UsageError, match=r"has 20,000 pixels, and the limit is 10,000 "):
+        digit_images.load_digit_image(path)
+
+
 def test_prepare_matches_test_loader(mnist_test_set):
     images, _ = next(iter(c.get_test_loader(10)))
 
@@ -601,6 +664,39 @@ def test_eval_checkpoint_predicts_rendered_digits(trained_network, mnist_test_se
 
     assert len(predictions) == RECOGNITION_DIGITS
     assert correct >= RECOGNITION_MINIMUM * RECOGNITION_DIGITS, f"{correct} of {RECOGNITION_DIGITS} correct"
+
+
+def test_save_inputs_numbers_taken_names(mnist_test_set, tmp_path):
+    rng = random.Random(8)
+    paths = [tmp_path / "a" / "7.png", tmp_path / "b" / "7.png", tmp_path / "c" / "7-2.png"]
+    for path in paths:
+        path.parent.mkdir()
+        render_on_paper(mnist_test_set.data[0], rng).save(path)
+    save_dir = tmp_path / "seen"
+
+    digit_images.predict_digits(convnet.ConvNetSimple(), paths, save_dir=save_dir)
+
+    saved_names = sorted(path.name for path in save_dir.iterdir())
+    assert saved_names == ["7-2-2-28x28.png", "7-2-28x28.png", "7-28x28.png"]
+
+
+def test_save_inputs_keeps_input_images(mnist_test_set, tmp_path, capsys):
+    rng = random.Random(9)
+    first_image = tmp_path / "7.png"
+    second_image = tmp_path / "7-28x28.png"
+    render_on_paper(mnist_test_set.data[0], rng).save(first_image)
+    render_on_paper(mnist_test_set.data[1], rng).save(second_image)
+    second_content = second_image.read_bytes()
+
+    with pytest.raises(UsageError) as error:
+        digit_images.predict_digits(convnet.ConvNetSimple(), [first_image, second_image], save_dir=tmp_path)
+
+    message = str(error.value)
+    assert f"Saving the 28x28 input of {first_image} as {second_image}" in message
+    assert f"would replace the input image {second_image}" in message
+    assert second_image.read_bytes() == second_content
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["7-28x28.png", "7.png"]
+    assert capsys.readouterr().out == ""
 
 
 def test_save_inputs_keeps_repeated_stems(mnist_test_set, tmp_path):
