@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 import common as c
-from allocator import keep_freed_memory
 from checkpoints import describe_format_problem, load_checkpoint, restore_rng_state, save_checkpoint
 from errors import UsageError
 
@@ -284,7 +283,6 @@ def main(script, argv=None):
     apply_running_defaults(args)
 
     torch.set_num_threads(args.threads)
-    keep_freed_memory()
     progress = {"saved_epoch": None}
     try:
         if args.eval is not None:

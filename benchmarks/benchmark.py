@@ -6,10 +6,9 @@ images, then a pass over the 10,000 test images.
 
     reference  the original pipeline: torchvision dataset + PIL + ToTensor + Normalize per
                image, DataLoader, one-hot targets from Python lists, per-parameter SGD,
-               loss.item() every step, the test set in mini-batches of 10, and glibc's
-               default malloc settings
+               loss.item() every step, the test set in mini-batches of 10
     fast       what the scripts run: TensorLoader, train_epoch, evaluate in mini-batches of
-               1000, and freed memory kept for reuse (allocator.py)
+               1000
     floor      the fast training step and test pass on mini-batches made beforehand: the
                model alone
 
@@ -37,7 +36,6 @@ from torch import nn
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-import allocator  # noqa: E402
 import cli  # noqa: E402
 import common as c  # noqa: E402
 import extended_data  # noqa: E402
@@ -65,8 +63,7 @@ PEAK_MEMORY_SNIPPET = """
 import itertools, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {repository!r})
-import allocator, common as c, pytorch_mnist_convnet as convnet
-allocator.keep_freed_memory()
+import common as c, pytorch_mnist_convnet as convnet
 torch.manual_seed(1)
 config = {{"net": "final", "lr": 0.005, "wd": 0.0}}
 model = convnet.build_model(config)
@@ -135,6 +132,10 @@ def time_reference_epoch(name, steps, test_fraction):
     test_loader = reference.get_reference_test_loader()
     test_batches = FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction))
 
+    # Every timing builds both loaders before the clock starts, as the scripts do. Building the
+    # test set frees blocks of several MB, after which glibc's malloc keeps blocks of that size
+    # for reuse instead of unmapping them. Without that, each training step of the final
+    # network page-faults about 2,000 times on Linux.
     start = time.perf_counter()
     reference.train_epoch_reference(model, FirstBatches(train_loader, steps), loss_function, optimizer)
     reference.evaluate_reference(model, test_batches)
@@ -174,39 +175,6 @@ def time_floor_epoch(name, steps, test_fraction):
     c.train_epoch(model, train_batches, loss_function, optimizer, 1, 1)
     c.evaluate(model, test_batches)
     return time.perf_counter() - start
-
-
-# Runs one timing function of this file in a fresh Python process with glibc's default malloc
-# settings, and prints its result. keep_freed_memory() cannot be undone within a process, and
-# glibc adjusts its thresholds to the blocks a process has freed, so each such timing starts
-# from the same state as a newly started script.
-FRESH_PROCESS_SNIPPET = """
-import sys
-sys.path.insert(0, {benchmarks_folder!r})
-import torch
-import benchmark
-torch.set_num_threads({threads})
-print(benchmark.{function_name}({name!r}, {steps}, {test_fraction!r}))
-"""
-
-
-def time_in_fresh_process(function_name, name, steps, test_fraction):
-    """Return the seconds that benchmark.function_name(name, steps, test_fraction) measures in a new process."""
-    snippet = FRESH_PROCESS_SNIPPET.format(
-        benchmarks_folder=str(Path(__file__).resolve().parent),
-        threads=torch.get_num_threads(),
-        function_name=function_name,
-        name=name,
-        steps=steps,
-        test_fraction=test_fraction,
-    )
-    result = subprocess.run([sys.executable, "-c", snippet], check=True, capture_output=True, text=True)
-    return float(result.stdout.split()[-1])
-
-
-def report_progress(text):
-    """Print a progress line on stderr, so that stdout carries only the Markdown tables."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def time_extended_data(data_root):
@@ -294,48 +262,28 @@ def main():
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
 
-    # The reference, like the original scripts, runs with glibc's default malloc settings. So
-    # does the first column of the allocator table.
-    reference_seconds = {}
-    default_malloc_seconds = {}
-    for name in args.networks:
-        reference_seconds[name] = time_in_fresh_process("time_reference_epoch", name, steps, test_fraction)
-        report_progress(f"reference {name}: {reference_seconds[name]:.1f} s")
-        default_malloc_seconds[name] = time_in_fresh_process("time_fast_epoch", name, steps, test_fraction)
-        report_progress(f"fast {name}, default malloc settings: {default_malloc_seconds[name]:.2f} s")
-    memory_kept = allocator.keep_freed_memory()
-
     print(f"Machine: {machine_description()}")
-    print(f"Mini-batches timed per epoch: {steps} of 10 training images, then {test_fraction:.0%} of the test set")
-    print(f"Freed memory kept for reuse in the fast and floor columns: {'yes' if memory_kept else 'no (not glibc)'}\n")
+    print(f"Mini-batches timed per epoch: {steps} of 10 training images, then {test_fraction:.0%} of the test set\n")
 
     print(
         "| network | reference s | fast s | floor s | speed-up | target | reference / floor "
         "| fast / floor | target |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    fast_seconds = {}
     for name in args.networks:
-        fast_seconds[name] = time_fast_epoch(name, steps, test_fraction)
+        reference_seconds = time_reference_epoch(name, steps, test_fraction)
+        fast_seconds = time_fast_epoch(name, steps, test_fraction)
         floor_seconds = time_floor_epoch(name, steps, test_fraction)
-        speedup = reference_seconds[name] / fast_seconds[name]
-        largest_speedup = reference_seconds[name] / floor_seconds
-        floor_ratio = fast_seconds[name] / floor_seconds
+        speedup = reference_seconds / fast_seconds
+        largest_speedup = reference_seconds / floor_seconds
+        floor_ratio = fast_seconds / floor_seconds
         print(
-            f"| {name} | {reference_seconds[name]:.1f} | {fast_seconds[name]:.2f} | {floor_seconds:.2f} | "
+            f"| {name} | {reference_seconds:.1f} | {fast_seconds:.2f} | {floor_seconds:.2f} | "
             f"{speedup:.1f}x | >= {SPEEDUP_TARGETS[name]:.0f}x {verdict(speedup >= SPEEDUP_TARGETS[name])} | "
             f"{largest_speedup:.1f}x | "
             f"{floor_ratio:.2f} | <= {FLOOR_RATIO_TARGET} {verdict(floor_ratio <= FLOOR_RATIO_TARGET)} |",
             flush=True,
         )
-
-    print(
-        "\n| network | fast s, glibc's default malloc settings, first epoch of a new process "
-        "| fast s, freed memory kept (scripts' default) |"
-    )
-    print("|---|---|---|")
-    for name in args.networks:
-        print(f"| {name} | {default_malloc_seconds[name]:.2f} | {fast_seconds[name]:.2f} |", flush=True)
 
     print(
         f"\n| network | fast s, {cli.DEFAULT_CPU_THREADS} thread (scripts' default) "
