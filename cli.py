@@ -221,6 +221,12 @@ def build_config(script, args, checkpoint=None):
             continue
         if checkpoint is not None and key != "epochs":
             option = OPTION_NAMES.get(key, "--" + key)
+            if isinstance(value, bool):
+                # A flag such as --channels-last is None unless given, so here it is True.
+                raise UsageError(
+                    f"{option} contradicts the checkpoint, which was trained without {option}. "
+                    f"Leave {option} out to use the checkpoint's setting."
+                )
             raise UsageError(
                 f"{option} {value} contradicts the checkpoint, which was trained with {option} "
                 f"{config[key]}. Leave {option} out to use the checkpoint's value."
@@ -352,6 +358,8 @@ def evaluate_checkpoint(script, args):
         import digit_images
 
         digit_images.predict_digits(model, args.predict, device=device, save_dir=args.save_inputs)
+        if args.save_inputs is not None:
+            print(f"Wrote the 28x28 network input of each image to {args.save_inputs}")
 
 
 def write_results(args, model, test_loader, history):

@@ -162,7 +162,7 @@ def make_parser(script):
         type=seed_value,
         default=None,
         metavar="N",
-        help=f"seed of the random initial weights, shuffling and dropout; the same seed prints "
+        help=f"seed of the random initial weights, the shuffling and (final convnet) dropout; the same seed prints "
         f"the same accuracies on the CPU (default: {DEFAULT_SEED})",
     )
     if script.add_arguments is not None:
@@ -209,8 +209,8 @@ def make_parser(script):
         "--compile",
         action="store_true",
         default=None,
-        help="compile the model with torch.compile before training (default: off); compiling takes "
-        "tens of seconds, and benchmarks/README.md shows whether it pays off on a CPU",
+        help="compile the model with torch.compile before training (default: off); the first epoch "
+        "then includes the compile time, and benchmarks/README.md shows whether it pays off on a CPU",
     )
 
     files = parser.add_argument_group("checkpoints and results")

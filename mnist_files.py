@@ -9,6 +9,7 @@ content is compared with the published checksums.
 import gzip
 import hashlib
 import shutil
+import sys
 import zlib
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def prepare_mnist_files(root, download=True):
         unpack_if_missing(folder / name)
 
     missing = [name for name in names if not (folder / name).exists()]
+    if missing:
+        reject_folder_inside_data_folder(root)
     if missing and download:
         download_with_torchvision(root)
         missing = [name for name in names if not (folder / name).exists()]
@@ -121,16 +124,47 @@ def unpack_if_missing(path):
     write_atomically(path, write_unpacked)
 
 
+def reject_folder_inside_data_folder(root):
+    """Raise UsageError when root is the MNIST or MNIST/raw folder inside a data folder.
+
+    A common mistake is --data-dir data/MNIST or data/MNIST/raw where data is meant. The
+    files are then found one or two levels up, and no download is tried.
+    """
+    for files_folder, data_folder in ((root / "raw", root.parent), (root, root.parent.parent)):
+        for name in MNIST_FILES:
+            if (files_folder / name).exists() or (files_folder / (name + ".gz")).exists():
+                raise UsageError(
+                    f"The MNIST files are in {files_folder}, so the data folder (the one that "
+                    f"contains MNIST/raw) is {data_folder}. Pass --data-dir {data_folder}."
+                )
+
+
 def download_with_torchvision(root):
-    """Try torchvision's MNIST download into root/MNIST/raw; a failure only prints a notice."""
+    """Try torchvision's MNIST download into root/MNIST/raw; a failure only prints a notice.
+
+    Folders that the attempt created are removed again when it fails and leaves them empty.
+    """
     from torchvision.datasets import MNIST
 
+    folder = raw_folder(root)
+    new_folders = [path for path in (folder, folder.parent, Path(root)) if not path.exists()]
+    print(f"MNIST files not found in {folder}. Trying to download them with torchvision.", file=sys.stderr)
     try:
         MNIST(root, train=True, download=True)
     except (RuntimeError, OSError) as error:
         # torchvision lists each mirror and its error on separate lines; keep them on one.
         reason = " ".join(str(error).split()) or type(error).__name__
-        print(f"Download of MNIST failed: {reason[:400]}")
+        print(f"Download of MNIST failed: {reason[:400]}", file=sys.stderr)
+        remove_empty_folders(new_folders)
+
+
+def remove_empty_folders(folders):
+    """Remove each folder in order (deepest first) if it exists and is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def replacement_advice(path):

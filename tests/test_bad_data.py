@@ -79,6 +79,17 @@ def build_empty_folder(root, files):
     return data_dir, [IMAGES_NAME, LABELS_NAME, str(raw), "Copy the MNIST files"]
 
 
+def build_mnist_folder_given(root, files):
+    data_dir = write_training_files(root, files, files[IMAGES_NAME], files[LABELS_NAME])
+    return data_dir / "MNIST", [str(mnist_files.raw_folder(data_dir)), f"Pass --data-dir {data_dir}."]
+
+
+def build_raw_folder_given(root, files):
+    data_dir = write_training_files(root, files, files[IMAGES_NAME], files[LABELS_NAME])
+    raw = mnist_files.raw_folder(data_dir)
+    return raw, [str(raw), f"Pass --data-dir {data_dir}."]
+
+
 def build_file_as_folder(root, files):
     path = root / "data.txt"
     path.write_text("not a folder\n")
@@ -147,6 +158,8 @@ def build_changed_test_label(root, files):
 
 DATA_CASES = {
     "empty_folder": build_empty_folder,
+    "mnist_folder_given": build_mnist_folder_given,
+    "raw_folder_given": build_raw_folder_given,
     "file_as_folder": build_file_as_folder,
     "truncated_images": build_truncated_images,
     "header_fragment": build_header_only_fragment,
@@ -169,8 +182,8 @@ ARGUMENT_CASES = {
 }
 
 # The cases that also run as scripts: one for each place in the code that raises a data error,
-# and two argument errors.
-SCRIPT_DATA_CASES = ("empty_folder", "file_as_folder", "changed_pixel", "garbage_gz")
+# and two argument errors. The empty folder has its own script test below.
+SCRIPT_DATA_CASES = ("file_as_folder", "mnist_folder_given", "changed_pixel", "garbage_gz")
 SCRIPT_ARGUMENT_CASES = ("unknown_net", "text_lr")
 
 # In-process runs of main() cannot turn off the download, so the empty folder runs only as a
@@ -270,9 +283,21 @@ def test_script_bad_data(case, script_runs):
         assert fragment in process.stderr
 
 
-def test_script_empty_folder_download_notice(script_runs):
-    process, _fragments = script_runs["empty_folder"]
-    assert "Download of MNIST failed" in process.stdout
+def test_script_empty_folder_download_attempt(tmp_path, real_files):
+    data_dir, fragments = build_empty_folder(tmp_path, real_files)
+
+    process = run_script("pytorch_mnist", ["--epochs", "1", "--device", "cpu", "--data-dir", str(data_dir)])
+
+    lines = process.stderr.splitlines()
+    assert process.returncode == 1
+    assert "Traceback" not in process.stderr
+    assert lines[0].startswith("MNIST files not found in ")
+    assert lines[1].startswith("Download of MNIST failed: ")
+    assert lines[-1].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[-1]
+    assert process.stdout == ""
+    assert list(data_dir.iterdir()) == []
 
 
 # Invalid option values get argparse's usage error.

@@ -445,6 +445,15 @@ def test_eval_convnet_net_mismatch(simple_convnet_checkpoint, capsys):
     assert "--net simple" in err
 
 
+def test_eval_convnet_flag_mismatch(simple_convnet_checkpoint, capsys):
+    arguments = ["--eval", simple_convnet_checkpoint, "--channels-last"]
+    exit_code, _, err = call_main(pytorch_mnist_convnet, arguments, capsys)
+
+    assert exit_code == 1
+    assert "--channels-last contradicts the checkpoint, which was trained without --channels-last." in err
+    assert "True" not in err
+
+
 # Checkpoint files that cannot be used
 
 
@@ -624,6 +633,16 @@ def digit_and_folder(tmp_path):
     folder = tmp_path / "seen"
     folder.mkdir()
     return image, folder
+
+
+def test_save_inputs_reports_folder(dense_checkpoint, digit_and_folder, capsys):
+    image, folder = digit_and_folder
+
+    pytorch_mnist.main(["--eval", str(dense_checkpoint), "--predict", str(image), "--save-inputs", str(folder)])
+    out = capsys.readouterr().out
+
+    assert f"Wrote the 28x28 network input of each image to {folder}" in out
+    assert sorted(path.name for path in folder.iterdir()) == ["7-28x28.png"]
 
 
 def test_save_inputs_keeps_input_image(dense_checkpoint, digit_and_folder, capsys):
