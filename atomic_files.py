@@ -29,8 +29,9 @@ def write_atomically(path, write_contents, binary=True):
     if path.exists() and not path.is_file():
         raise UsageError(f"Cannot write {path}: it is not a regular file. Choose another path.")
 
-    # Opening with "x" creates the file with the usual permissions (0o666 less the umask).
-    temp_path = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # Opening with "x" creates the file with the usual permissions (0o666 less the umask). The
+    # name is cut so that the temporary name stays within the usual limit of 255 bytes.
+    temp_path = folder / f".{path.name[:200]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     open_arguments = {"mode": "xb"} if binary else {"mode": "x", "newline": "", "encoding": "utf-8"}
     try:
         with open(temp_path, **open_arguments) as file:
@@ -41,5 +42,21 @@ def write_atomically(path, write_contents, binary=True):
             f"Cannot write {path}: {error.strerror or error}. Check that the folder is writable "
             f"and has free space, or choose another path."
         ) from error
+    except RuntimeError as error:
+        # torch.save reports a Ctrl-C inside its zip writer as a RuntimeError raised while
+        # handling the KeyboardInterrupt. Raise the interrupt itself, so that it stops the run.
+        if caused_by_interrupt(error):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def caused_by_interrupt(error):
+    """Return whether a KeyboardInterrupt is among the exceptions that error was raised while handling."""
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, KeyboardInterrupt):
+            return True
+        context = context.__context__
+    return False

@@ -8,6 +8,7 @@ on stderr (exit status 1). Ctrl-C stops with a one-line message (exit status 130
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -25,6 +26,9 @@ from cli_options import (
     positive_int,
 )
 from errors import UsageError
+
+# The exit status of a program killed by SIGPIPE in a shell (128 + 13), used when stdout closes.
+BROKEN_PIPE_EXIT_STATUS = 141
 
 # The names that the scripts, tests and benchmarks use as cli.NAME.
 __all__ = [
@@ -52,9 +56,16 @@ def main(script, argv=None):
             evaluate_checkpoint(script, args)
         else:
             train(script, args, progress)
+        # A closed stdout shows up here rather than as an error that Python prints at exit.
+        sys.stdout.flush()
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:
+        # The program reading the output (for example `| head`) has exited. Sending stdout to
+        # devnull keeps Python from reporting the same error again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(BROKEN_PIPE_EXIT_STATUS)
     except OSError as error:
         print(f"error: {error}. Check the path and its permissions.", file=sys.stderr)
         sys.exit(1)
@@ -107,8 +118,10 @@ def check_output_paths(args):
     """Fail before training, not after it, when a result file cannot or must not be written.
 
     Each output needs a writable folder and its own file name. None may replace the checkpoint
-    given to --eval or --resume (except --save-model, which may update the one being resumed),
-    and --save-model may only replace an earlier checkpoint.
+    given to --eval or --resume (except --save-model, which may update the one being resumed)
+    or an image given to --predict. --save-model may not replace an existing file unless it
+    resumes that checkpoint, and --metrics, --plot and --show-errors may only replace files of
+    their own kind.
     """
     outputs = {
         "--save-model": getattr(args, "save_model", None),
@@ -143,6 +156,16 @@ def check_output_paths(args):
             raise UsageError(
                 f"{option} {path} would replace the checkpoint given to {input_option}; choose another name."
             )
+        for image_path in args.predict or []:
+            if resolved == Path(image_path).resolve():
+                raise UsageError(f"{option} {path} would replace the image given to --predict; choose another name.")
+
+    for option, path in outputs.items():
+        if option != "--save-model" and path.is_file() and not is_result_file(option, path):
+            raise UsageError(
+                f"{option} {path} exists and is not {RESULT_KINDS[option]}, so it would be lost. "
+                f"Choose another name, or delete the file first."
+            )
 
     save_model = outputs.get("--save-model")
     resuming_same_file = False
@@ -154,6 +177,11 @@ def check_output_paths(args):
                 f"--save-model {save_model} exists and is not a checkpoint, so it would be lost. "
                 f"Choose another name, or delete the file first."
             )
+        raise UsageError(
+            f"--save-model {save_model} already contains a checkpoint, which a new run would replace. "
+            f"Continue that run with --resume {save_model}, or choose another name or delete the file "
+            f"to start a new run."
+        )
 
 
 def check_saved_input_paths(args):
@@ -184,6 +212,25 @@ def check_saved_input_paths(args):
                     f"--save-inputs {args.save_inputs} would save an image as {save_path}, which is the "
                     f"file given to {option}. Choose another folder for --save-inputs."
                 )
+
+
+# The kind of file that --metrics, --plot and --show-errors each write, named in the message
+# when another file is in the way.
+RESULT_KINDS = {"--metrics": "a metrics CSV file", "--plot": "a PNG image", "--show-errors": "a PNG image"}
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_result_file(option, path):
+    """Return whether path looks like a file that option writes: a metrics CSV or a PNG image."""
+    with open(path, "rb") as file:
+        start = file.read(64)
+    if option == "--metrics":
+        import digit_images
+
+        header = ",".join(digit_images.METRICS_COLUMNS).encode()
+        return start.startswith(header)
+    return start.startswith(PNG_SIGNATURE)
 
 
 def is_checkpoint_file(path):
@@ -289,7 +336,7 @@ def train(script, args, progress):
             print(f"Resuming from {args.resume} after epoch {len(history)}.")
     if len(history) >= config["epochs"]:
         print(
-            f"Nothing to train: the checkpoint {args.resume} already contains {len(history)} epochs. "
+            f"Nothing to train: the checkpoint {args.resume} already contains {len(history)} epoch(s). "
             f"Pass --epochs with a larger number to train more."
         )
 

@@ -119,6 +119,14 @@ def file_path(text):
     return Path(text)
 
 
+def output_file_path(text):
+    """argparse type: a non-empty path of a file to write, not ending in a path separator."""
+    path = file_path(text)
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: names a folder; give a file name inside it")
+    return path
+
+
 def parse_number(text, number_type, description):
     try:
         return number_type(text)
@@ -216,7 +224,7 @@ def make_parser(script):
     files = parser.add_argument_group("checkpoints and results")
     files.add_argument(
         "--save-model",
-        type=file_path,
+        type=output_file_path,
         metavar="PATH",
         help="save a checkpoint (model, optimizer, configuration, accuracies, RNG states) after every epoch",
     )
@@ -236,19 +244,19 @@ def make_parser(script):
     )
     files.add_argument(
         "--metrics",
-        type=file_path,
+        type=output_file_path,
         metavar="PATH",
         help="write accuracy, mean training loss and seconds per epoch as CSV",
     )
     files.add_argument(
         "--plot",
-        type=file_path,
+        type=output_file_path,
         metavar="PATH",
         help="draw the learning curve (test accuracy and mean training loss per epoch) as PNG",
     )
     files.add_argument(
         "--show-errors",
-        type=file_path,
+        type=output_file_path,
         metavar="PATH",
         help="draw the misclassified test digits with predicted and true labels as a PNG grid",
     )

@@ -42,6 +42,7 @@ import extended_data  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
 import reference_pipeline as reference  # noqa: E402
+from errors import UsageError  # noqa: E402
 
 # Published learning rates of the networks timed here; the speed does not depend on them.
 NETWORK_SETTINGS = {
@@ -124,12 +125,12 @@ def scaled_batch_count(loader, fraction):
     return max(1, round(len(loader) * fraction))
 
 
-def time_reference_epoch(name, steps, test_fraction):
+def time_reference_epoch(name, steps, test_fraction, root):
     """Return the seconds of one reference epoch: the training steps, then the test pass."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=False)
-    train_loader = reference.get_reference_train_loader()
-    test_loader = reference.get_reference_test_loader()
+    train_loader = reference.get_reference_train_loader(root=root)
+    test_loader = reference.get_reference_test_loader(root=root)
     test_batches = FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction))
 
     # Every timing builds both loaders before the clock starts, as the scripts do. Building the
@@ -142,7 +143,7 @@ def time_reference_epoch(name, steps, test_fraction):
     return time.perf_counter() - start
 
 
-def time_fast_epoch(name, steps, test_fraction, channels_last=False, epochs=1, compile_model=False):
+def time_fast_epoch(name, steps, test_fraction, root, channels_last=False, epochs=1, compile_model=False):
     """Return the seconds of each of `epochs` fast epochs, optionally with a CPU option."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=True)
@@ -150,8 +151,8 @@ def time_fast_epoch(name, steps, test_fraction, channels_last=False, epochs=1, c
         model = model.to(memory_format=torch.channels_last)
     if compile_model:
         model = torch.compile(model)
-    train_loader = c.get_train_loader()
-    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE)
+    train_loader = c.get_train_loader(root=root)
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE, root=root)
     test_batches = FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction))
 
     seconds = []
@@ -163,12 +164,12 @@ def time_fast_epoch(name, steps, test_fraction, channels_last=False, epochs=1, c
     return seconds if epochs > 1 else seconds[0]
 
 
-def time_floor_epoch(name, steps, test_fraction):
+def time_floor_epoch(name, steps, test_fraction, root):
     """Return the seconds of the fast epoch on mini-batches made beforehand."""
     torch.manual_seed(0)
     model, loss_function, optimizer = build_network(name, fast=True)
-    train_batches = list(FirstBatches(c.get_train_loader(), steps))
-    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE)
+    train_batches = list(FirstBatches(c.get_train_loader(root=root), steps))
+    test_loader = c.get_test_loader(c.EVAL_BATCH_SIZE, root=root)
     test_batches = list(FirstBatches(test_loader, scaled_batch_count(test_loader, test_fraction)))
 
     start = time.perf_counter()
@@ -271,9 +272,9 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.networks:
-        reference_seconds = time_reference_epoch(name, steps, test_fraction)
-        fast_seconds = time_fast_epoch(name, steps, test_fraction)
-        floor_seconds = time_floor_epoch(name, steps, test_fraction)
+        reference_seconds = time_reference_epoch(name, steps, test_fraction, args.data_dir)
+        fast_seconds = time_fast_epoch(name, steps, test_fraction, args.data_dir)
+        floor_seconds = time_floor_epoch(name, steps, test_fraction, args.data_dir)
         speedup = reference_seconds / fast_seconds
         largest_speedup = reference_seconds / floor_seconds
         floor_ratio = fast_seconds / floor_seconds
@@ -291,21 +292,23 @@ def main():
     )
     print("|---|---|---|")
     for name in args.networks:
-        single_seconds = time_fast_epoch(name, steps, test_fraction)
+        single_seconds = time_fast_epoch(name, steps, test_fraction, args.data_dir)
         torch.set_num_threads(default_threads)
-        multi_seconds = time_fast_epoch(name, steps, test_fraction)
+        multi_seconds = time_fast_epoch(name, steps, test_fraction, args.data_dir)
         torch.set_num_threads(cli.DEFAULT_CPU_THREADS)
         print(f"| {name} | {single_seconds:.2f} | {multi_seconds:.2f} |", flush=True)
 
     print("\n| CPU option | network | fast s, default | fast s, with the option |")
     print("|---|---|---|---|")
     for name in [name for name in args.networks if name != "dense"]:
-        plain_seconds = time_fast_epoch(name, steps, test_fraction)
-        channels_last_seconds = time_fast_epoch(name, steps, test_fraction, channels_last=True)
+        plain_seconds = time_fast_epoch(name, steps, test_fraction, args.data_dir)
+        channels_last_seconds = time_fast_epoch(name, steps, test_fraction, args.data_dir, channels_last=True)
         print(f"| --channels-last | {name} | {plain_seconds:.2f} | {channels_last_seconds:.2f} |", flush=True)
     if args.compile:
-        plain_seconds = time_fast_epoch("dense", steps, test_fraction)
-        first_seconds, second_seconds = time_fast_epoch("dense", steps, test_fraction, epochs=2, compile_model=True)
+        plain_seconds = time_fast_epoch("dense", steps, test_fraction, args.data_dir)
+        first_seconds, second_seconds = time_fast_epoch(
+            "dense", steps, test_fraction, args.data_dir, epochs=2, compile_model=True
+        )
         print(
             f"| --compile | dense | {plain_seconds:.2f} | {second_seconds:.2f} "
             f"(first epoch, compiling: {first_seconds:.2f}) |",
@@ -334,4 +337,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

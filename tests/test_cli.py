@@ -934,6 +934,76 @@ def test_save_model_keeps_foreign_file(tmp_path, capsys):
     assert notes.read_text() == "my notes\n"
 
 
+def test_save_model_keeps_earlier_checkpoint(dense_checkpoint, capsys):
+    content = dense_checkpoint.read_bytes()
+
+    exit_code, out, err = call_main(pytorch_mnist, ["--epochs", "1", "--save-model", dense_checkpoint], capsys)
+
+    assert exit_code == 1
+    assert f"--save-model {dense_checkpoint} already contains a checkpoint" in err
+    assert f"--resume {dense_checkpoint}" in err
+    assert out == ""
+    assert dense_checkpoint.read_bytes() == content
+
+
+def test_save_model_trailing_slash(tmp_path, capsys):
+    exit_code, _, err = call_main(pytorch_mnist, ["--epochs", "1", "--save-model", f"{tmp_path}/"], capsys)
+
+    assert exit_code == 2
+    assert "--save-model: invalid value" in err
+    assert "names a folder" in err
+
+
+def test_plot_keeps_predict_image(dense_checkpoint, digit_and_folder, capsys):
+    image, _folder = digit_and_folder
+    content = image.read_bytes()
+
+    arguments = ["--eval", dense_checkpoint, "--predict", image, "--plot", image]
+    exit_code, out, err = call_main(pytorch_mnist, arguments, capsys)
+
+    assert exit_code == 1
+    assert f"--plot {image} would replace the image given to --predict" in err
+    assert out == ""
+    assert image.read_bytes() == content
+
+
+def test_metrics_keeps_other_file(dense_checkpoint, tmp_path, capsys):
+    notes = tmp_path / "notes.md"
+    notes.write_text("# My notes\n")
+
+    exit_code, _, err = call_main(pytorch_mnist, ["--eval", dense_checkpoint, "--metrics", notes], capsys)
+
+    assert exit_code == 1
+    assert f"--metrics {notes} exists and is not a metrics CSV file" in err
+    assert notes.read_text() == "# My notes\n"
+
+
+def test_metrics_replaces_earlier_metrics(dense_checkpoint, tmp_path, capsys):
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,accuracy,mean_loss,seconds\n1,0.5,1.0,2.0\n")
+
+    pytorch_mnist.main(["--eval", str(dense_checkpoint), "--metrics", str(metrics)])
+
+    assert "Wrote per-epoch metrics" in capsys.readouterr().out
+    assert metrics.read_text().splitlines()[1].startswith("1,0.1,")
+
+
+def test_closed_stdout_exits_quietly(dense_checkpoint):
+    process = subprocess.Popen(
+        [sys.executable, "pytorch_mnist.py", "--eval", str(dense_checkpoint)],
+        cwd=REPO_ROOT,
+        env=script_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=RUN_TIMEOUT)
+
+    assert process.returncode == cli.BROKEN_PIPE_EXIT_STATUS
+    assert stderr == ""
+
+
 def test_text_file_as_checkpoint(tmp_path, capsys):
     path = tmp_path / "text.pt"
     path.write_text("hello\n")
