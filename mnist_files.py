@@ -125,18 +125,36 @@ def unpack_if_missing(path):
 
 
 def reject_folder_inside_data_folder(root):
-    """Raise UsageError when root is the MNIST or MNIST/raw folder inside a data folder.
+    """Raise UsageError when the MNIST files are under root, but not in root/MNIST/raw.
 
     A common mistake is --data-dir data/MNIST or data/MNIST/raw where data is meant. The
-    files are then found one or two levels up, and no download is tried.
+    message then names the right folder, and no download is tried.
     """
-    for files_folder, data_folder in ((root / "raw", root.parent), (root, root.parent.parent)):
-        for name in MNIST_FILES:
-            if (files_folder / name).exists() or (files_folder / (name + ".gz")).exists():
-                raise UsageError(
-                    f"The MNIST files are in {files_folder}, so the data folder (the one that "
-                    f"contains MNIST/raw) is {data_folder}. Pass --data-dir {data_folder}."
-                )
+    root = Path(root).resolve()
+    if contains_mnist_files(root / "raw") and root.name == "MNIST":
+        raise wrong_data_folder_error(root / "raw", root.parent)
+    if contains_mnist_files(root) and root.name == "raw" and root.parent.name == "MNIST":
+        raise wrong_data_folder_error(root, root.parent.parent)
+    if contains_mnist_files(root):
+        raise UsageError(
+            f"The MNIST files are in {root}, but the scripts read them from {raw_folder(root)}. "
+            f"Move them there, or pass --data-dir with a folder that contains MNIST/raw."
+        )
+
+
+def contains_mnist_files(folder):
+    """Return whether folder contains any of the four MNIST files, unpacked or as .gz."""
+    for name in MNIST_FILES:
+        if (folder / name).exists() or (folder / (name + ".gz")).exists():
+            return True
+    return False
+
+
+def wrong_data_folder_error(files_folder, data_folder):
+    return UsageError(
+        f"The MNIST files are in {files_folder}, so the data folder (the one that contains "
+        f"MNIST/raw) is {data_folder}. Pass --data-dir {data_folder}."
+    )
 
 
 def download_with_torchvision(root):

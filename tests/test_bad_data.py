@@ -90,6 +90,13 @@ def build_raw_folder_given(root, files):
     return raw, [str(raw), f"Pass --data-dir {data_dir}."]
 
 
+def build_files_without_layout(root, files):
+    folder = root / "downloads"
+    folder.mkdir()
+    (folder / IMAGES_NAME).write_bytes(files[IMAGES_NAME])
+    return folder, [str(folder.resolve()), str(mnist_files.raw_folder(folder.resolve())), "Move them there"]
+
+
 def build_file_as_folder(root, files):
     path = root / "data.txt"
     path.write_text("not a folder\n")
@@ -160,6 +167,7 @@ DATA_CASES = {
     "empty_folder": build_empty_folder,
     "mnist_folder_given": build_mnist_folder_given,
     "raw_folder_given": build_raw_folder_given,
+    "files_without_layout": build_files_without_layout,
     "file_as_folder": build_file_as_folder,
     "truncated_images": build_truncated_images,
     "header_fragment": build_header_only_fragment,
