@@ -4,8 +4,11 @@ A reader never sees a half-written file, and an interrupted or failed write (Ctr
 disk) leaves any earlier file at the target unchanged and no temporary file behind.
 """
 
+import contextlib
 import os
 import secrets
+import signal
+import threading
 from pathlib import Path
 
 from errors import UsageError
@@ -34,29 +37,36 @@ def write_atomically(path, write_contents, binary=True):
     temp_path = folder / f".{path.name[:200]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     open_arguments = {"mode": "xb"} if binary else {"mode": "x", "newline": "", "encoding": "utf-8"}
     try:
-        with open(temp_path, **open_arguments) as file:
-            write_contents(file)
-        os.replace(temp_path, path)
+        with interrupts_deferred():
+            with open(temp_path, **open_arguments) as file:
+                write_contents(file)
+            os.replace(temp_path, path)
     except OSError as error:
         raise UsageError(
             f"Cannot write {path}: {error.strerror or error}. Check that the folder is writable "
             f"and has free space, or choose another path."
         ) from error
-    except RuntimeError as error:
-        # torch.save reports a Ctrl-C inside its zip writer as a RuntimeError raised while
-        # handling the KeyboardInterrupt. Raise the interrupt itself, so that it stops the run.
-        if caused_by_interrupt(error):
-            raise KeyboardInterrupt from None
-        raise
     finally:
         temp_path.unlink(missing_ok=True)
 
 
-def caused_by_interrupt(error):
-    """Return whether a KeyboardInterrupt is among the exceptions that error was raised while handling."""
-    context = error.__context__
-    while context is not None:
-        if isinstance(context, KeyboardInterrupt):
-            return True
-        context = context.__context__
-    return False
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) inside the block, then raise KeyboardInterrupt at its end.
+
+    A KeyboardInterrupt raised inside torch.save's zip writer can turn into a RuntimeError or
+    be lost, so a write is finished first and the interrupt takes effect right after it.
+    Outside the main thread, Python cannot change signal handlers and the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    received = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signal_number, frame: received.append(signal_number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if received:
+        raise KeyboardInterrupt

@@ -1,31 +1,36 @@
 """write_atomically: interrupted writes and long file names."""
 
+import os
+import signal
+
 import pytest
 import torch
 
 from atomic_files import write_atomically
 
 
-def interrupted_torch_save(file):
-    """Raise what torch.save raises when Ctrl-C arrives inside its zip writer.
-
-    The zip writer fails with a RuntimeError while the KeyboardInterrupt is being handled.
-    """
-    try:
-        raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
-
-
-def test_interrupted_save_raises_interrupt(tmp_path):
+def test_interrupt_waits_for_write(tmp_path):
     target = tmp_path / "checkpoint.pt"
     target.write_bytes(b"earlier checkpoint")
 
-    with pytest.raises(KeyboardInterrupt):
-        write_atomically(target, interrupted_torch_save)
+    def write_with_interrupt(file):
+        file.write(b"first half, ")
+        os.kill(os.getpid(), signal.SIGINT)
+        file.write(b"second half")
 
-    assert target.read_bytes() == b"earlier checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, write_with_interrupt)
+
+    assert target.read_bytes() == b"first half, second half"
     assert [path.name for path in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_uninterrupted_write_keeps_handler(tmp_path):
+    write_atomically(tmp_path / "notes.txt", lambda file: file.write("notes\n"), binary=False)
+
+    assert (tmp_path / "notes.txt").read_text() == "notes\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_other_runtime_error_kept(tmp_path):
