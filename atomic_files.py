@@ -56,9 +56,12 @@ def interrupts_deferred():
 
     A KeyboardInterrupt raised inside torch.save's zip writer can turn into a RuntimeError or
     be lost, so a write is finished first and the interrupt takes effect right after it.
-    Outside the main thread, Python cannot change signal handlers and the block runs as is.
+    The block runs as is outside the main thread, where Python cannot change signal handlers,
+    and when SIGINT does not raise KeyboardInterrupt (it is ignored, as under nohup, or has
+    another handler).
     """
-    if threading.current_thread() is not threading.main_thread():
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if not in_main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
 

@@ -9,7 +9,15 @@ import torch
 from atomic_files import write_atomically
 
 
-def test_interrupt_waits_for_write(tmp_path):
+@pytest.fixture
+def default_interrupt_handler():
+    """Python's own SIGINT handler for the test, which may run where SIGINT is ignored."""
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous_handler)
+
+
+def test_interrupt_waits_for_write(tmp_path, default_interrupt_handler):
     target = tmp_path / "checkpoint.pt"
     target.write_bytes(b"earlier checkpoint")
 
@@ -26,11 +34,23 @@ def test_interrupt_waits_for_write(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_uninterrupted_write_keeps_handler(tmp_path):
+def test_uninterrupted_write_keeps_handler(tmp_path, default_interrupt_handler):
     write_atomically(tmp_path / "notes.txt", lambda file: file.write("notes\n"), binary=False)
 
     assert (tmp_path / "notes.txt").read_text() == "notes\n"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ignored_interrupt_stays_ignored(tmp_path):
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        write_atomically(tmp_path / "notes.txt", lambda file: os.kill(os.getpid(), signal.SIGINT), binary=False)
+        handler_after_write = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+    assert handler_after_write is signal.SIG_IGN
+    assert (tmp_path / "notes.txt").exists()
 
 
 def test_other_runtime_error_kept(tmp_path):

@@ -832,11 +832,23 @@ def test_diverging_run_exits(tmp_path):
 # Ctrl-C
 
 
+def restore_default_interrupt():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_saves_and_exits(tmp_path):
     checkpoint = tmp_path / "ck.pt"
     command = [sys.executable, "pytorch_mnist.py", "--epochs", "5", "--device", "cpu", "--save-model", str(checkpoint)]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=script_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO_ROOT,
+        env=script_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # The test runner may run with SIGINT ignored (nohup, a background job), and a child
+        # would inherit that.
+        preexec_fn=restore_default_interrupt,
     )
     watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
     watchdog.start()
