@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from atomic_files import write_atomically
-from errors import UsageError
+from errors import UsageError, require_regular_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -40,16 +40,12 @@ def save_checkpoint(path, model, optimizer, config, history, device):
 def load_checkpoint(path, script_name):
     """Load a checkpoint saved by the script script_name; raise UsageError for any other file."""
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"Checkpoint {path} not found. Check the path, or train first with --save-model {path}.")
-    if path.is_dir():
-        raise UsageError(f"Checkpoint {path} is a folder; pass the checkpoint file saved with --save-model.")
-    # Reading a named pipe blocks until another program writes to it, and a device can be endless.
-    if not path.is_file():
-        raise UsageError(
-            f"Checkpoint {path} is not a regular file but a named pipe, socket or device. "
-            f"Pass the checkpoint file saved with --save-model."
-        )
+    require_regular_file(
+        path,
+        "Checkpoint",
+        f"Check the path, or train first with --save-model {path}.",
+        "Pass the checkpoint file saved with --save-model.",
+    )
 
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 import common as c
 from atomic_files import write_atomically
-from errors import UsageError
+from errors import UsageError, require_regular_file
 
 IMAGE_WIDTH = 28
 
@@ -337,16 +337,9 @@ def load_digit_image(path):
 def read_grayscale(path):
     """Read an image file as float32 gray levels 0..255, with transparency composited on white."""
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"Image file not found: {path}. Check the path and the file name.")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder, not a file. Pass a PNG or JPEG file of one digit.")
-    # Reading a named pipe blocks until another program writes to it, and a device can be endless.
-    if not path.is_file():
-        raise UsageError(
-            f"{path} is not a regular file but a named pipe, socket or device. Pass a PNG or JPEG "
-            f"file of one digit."
-        )
+    require_regular_file(
+        path, "Image file", "Check the path and the file name.", "Pass a PNG or JPEG file of one digit."
+    )
     if path.stat().st_size == 0:
         raise UsageError(f"The image file {path} is empty (0 bytes). Save the image again.")
 
